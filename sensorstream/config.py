@@ -1,0 +1,37 @@
+"""Server settings: one dataclass, filled from defaults, a TOML file and flags (in that order)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # Batching
+    window_s: float = 0.05
+    max_batch_samples: int = 4096
+    # History ring buffer, per stream
+    history_s: float = 60.0
+    history_mb: float = 32.0
+    # Liveness and backpressure
+    ping_interval: float = 5.0
+    ping_timeout: float = 10.0
+    send_timeout: float = 10.0
+    heartbeat_s: float = 2.0
+    queue_batches: int = 256  # per client; oldest data dropped beyond this
+    queue_control: int = 1024  # per client; a client this far behind on control messages is closed
+    close_timeout: float = 1.0  # how long a polite close handshake may take
+    # HTTP front door
+    handshake_timeout: float = 10.0
+    max_head_bytes: int = 16 * 1024
+    max_message_bytes: int = 64 * 1024  # from clients
+    # Health
+    unhealthy_after_s: float = 30.0
+    # Sources
+    simulate: bool = False
+    seed: int = 0
+    imu_rate: float | None = None
+    simulate_late: list[tuple[str, float]] = field(default_factory=list)
+    dashboard_dir: str | None = None

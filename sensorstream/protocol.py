@@ -1,0 +1,330 @@
+"""Wire contract v1, sans-I/O: numpy arrays and dicts in, bytes and str out.
+
+Nothing here touches a socket, so the whole contract is testable (and fuzzable)
+without a server. docs/protocol.md is the prose version of this module; keep the
+two in step.
+
+Binary data frame (server -> client), little-endian, 24-byte header:
+
+    u8 kind=1 | u8 flags | u16 n_channels C | u32 key | u32 n_samples N | u32 reserved=0 | u64 seq
+    f64[N] timestamps (Unix seconds) | f32[C*N] values, channel-major
+
+The header is 24 bytes so the f64 block starts 8-aligned and the f32 block
+4-aligned: a browser can take zero-copy Float64Array/Float32Array views.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+KIND_BATCH = 1
+FLAG_REPLAYED = 0x01
+
+HEADER = struct.Struct("<BBHIIIQ")
+HEADER_SIZE = HEADER.size  # 24
+assert HEADER_SIZE == 24
+
+_F64 = np.dtype("<f8")
+_F32 = np.dtype("<f4")
+
+#: Largest control message (text frame) the server parses. Anything bigger is an
+#: error without being decoded, so a client cannot make the server build a huge object.
+MAX_CONTROL_BYTES = 64 * 1024
+#: Deepest JSON nesting accepted in a control message.
+MAX_JSON_DEPTH = 16
+#: Most stream patterns one subscribe/unsubscribe may carry.
+MAX_PATTERNS = 256
+MAX_PATTERN_LEN = 256
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    name: str
+    unit: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "unit": self.unit}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """One stream as the catalog and the wire describe it."""
+
+    key: int
+    id: str
+    channels: tuple[Channel, ...]
+    rate_hz: float | None = None
+    status: str = "live"  # "live" | "disconnected"
+    device: str = ""  # groups streams in the dashboard; defaults to the id's prefix
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "id": self.id,
+            "device": self.device or self.id.split("/", 1)[0],
+            "channels": [c.to_json() for c in self.channels],
+            "rate_hz": self.rate_hz,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "StreamInfo":
+        return cls(
+            key=int(d["key"]),
+            id=str(d["id"]),
+            channels=tuple(Channel(str(c["name"]), str(c.get("unit", ""))) for c in d["channels"]),
+            rate_hz=None if d.get("rate_hz") is None else float(d["rate_hz"]),
+            status=str(d.get("status", "live")),
+            device=str(d.get("device", "")),
+        )
+
+
+# --------------------------------------------------------------------------- binary batches
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A decoded data frame. Arrays are read-only views into the frame's bytes."""
+
+    key: int
+    seq: int
+    timestamps: np.ndarray  # float64, shape (N,)
+    values: np.ndarray  # float32, shape (C, N)
+    flags: int = 0
+
+    @property
+    def replayed(self) -> bool:
+        return bool(self.flags & FLAG_REPLAYED)
+
+
+class FrameError(ValueError):
+    """A binary frame that does not follow the v1 layout."""
+
+
+def encode_batch(key: int, seq: int, timestamps: np.ndarray, values: np.ndarray, flags: int = 0) -> bytes:
+    """Encode one batch. Called once per batch, never per subscriber."""
+    ts = np.ascontiguousarray(timestamps, dtype=_F64)
+    vals = np.ascontiguousarray(values, dtype=_F32)
+    if vals.ndim != 2 or ts.ndim != 1 or vals.shape[1] != ts.shape[0]:
+        raise ValueError(f"shape mismatch: timestamps {ts.shape}, values {vals.shape}")
+    c, n = vals.shape
+    header = HEADER.pack(KIND_BATCH, flags, c, key, n, 0, seq)
+    return b"".join((header, ts.data, vals.data))
+
+
+def decode_batch(frame: bytes | bytearray | memoryview) -> Batch:
+    """Decode a data frame into zero-copy numpy views."""
+    if len(frame) < HEADER_SIZE:
+        raise FrameError(f"frame of {len(frame)} bytes is shorter than the 24-byte header")
+    kind, flags, c, key, n, _reserved, seq = HEADER.unpack_from(frame, 0)
+    if kind != KIND_BATCH:
+        raise FrameError(f"unknown frame kind {kind}")
+    expected = HEADER_SIZE + 8 * n + 4 * c * n
+    if len(frame) != expected:
+        raise FrameError(f"frame is {len(frame)} bytes, header says {expected}")
+    ts = np.frombuffer(frame, dtype=_F64, count=n, offset=HEADER_SIZE)
+    vals = np.frombuffer(frame, dtype=_F32, count=c * n, offset=HEADER_SIZE + 8 * n).reshape(c, n)
+    return Batch(key=key, seq=seq, timestamps=ts, values=vals, flags=flags)
+
+
+def mark_replayed(frame: bytes) -> bytes:
+    """The same frame with the replayed-history flag set (a copy; history is capped)."""
+    buf = bytearray(frame)
+    buf[1] |= FLAG_REPLAYED
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------- server -> client text
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    # allow_nan=False: NaN is not JSON, and a browser's JSON.parse rejects it.
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def hello(server: str, session: str, heartbeat_s: float, streams: list[StreamInfo]) -> str:
+    return _dumps(
+        {
+            "type": "hello",
+            "protocol": PROTOCOL_VERSION,
+            "server": server,
+            "session": session,
+            "heartbeat_s": heartbeat_s,
+            "streams": [s.to_json() for s in streams],
+        }
+    )
+
+
+def stream_msg(info: StreamInfo) -> str:
+    return _dumps({"type": "stream", "stream": info.to_json()})
+
+
+def stream_removed(key: int) -> str:
+    return _dumps({"type": "stream_removed", "key": key})
+
+
+def subscribed(ref: Any, keys: list[int]) -> str:
+    return _dumps({"type": "subscribed", "ref": ref, "keys": keys})
+
+
+def unsubscribed(ref: Any, keys: list[int]) -> str:
+    return _dumps({"type": "unsubscribed", "ref": ref, "keys": keys})
+
+
+def pong(ref: Any) -> str:
+    return _dumps({"type": "pong", "ref": ref})
+
+
+def error(ref: Any, code: str, message: str) -> str:
+    return _dumps({"type": "error", "ref": ref, "code": code, "message": message})
+
+
+def heartbeat(t: float) -> str:
+    return _dumps({"type": "heartbeat", "t": t})
+
+
+def dropped(key: int, batches: int) -> str:
+    return _dumps({"type": "dropped", "key": key, "batches": batches})
+
+
+# --------------------------------------------------------------------------- client -> server text
+
+
+class ProtocolError(Exception):
+    """A bad client request. Becomes an `error` message; the connection stays open."""
+
+    def __init__(self, code: str, message: str, ref: Any = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def to_message(self) -> str:
+        return error(self.ref, self.code, self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    ref: Any
+    streams: tuple[str, ...]
+    history_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    ref: Any
+    streams: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    ref: Any
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping
+
+
+def _depth_ok(obj: Any, limit: int) -> bool:
+    # Iterative, so a deep document cannot blow the Python stack here either.
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, (dict, list)):
+            if d > limit:
+                return False
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return True
+
+
+def _clean_ref(ref: Any) -> Any:
+    """Echo a ref back only if it is small and scalar-ish, so errors can't amplify input."""
+    if ref is None or isinstance(ref, (bool, int, str)):
+        if isinstance(ref, str) and len(ref) > 256:
+            return None
+        if isinstance(ref, int) and not isinstance(ref, bool) and abs(ref) > 2**53:
+            return None
+        return ref
+    if isinstance(ref, float) and math.isfinite(ref):
+        return ref
+    return None
+
+
+def _patterns(msg: dict[str, Any], ref: Any) -> tuple[str, ...]:
+    streams = msg.get("streams")
+    if not isinstance(streams, list) or not all(isinstance(s, str) for s in streams):
+        raise ProtocolError("bad_field", "'streams' must be a list of strings", ref)
+    if len(streams) > MAX_PATTERNS:
+        raise ProtocolError("bad_field", f"at most {MAX_PATTERNS} patterns per request", ref)
+    for s in streams:
+        if not s or len(s) > MAX_PATTERN_LEN:
+            raise ProtocolError("bad_field", f"patterns must be 1..{MAX_PATTERN_LEN} characters", ref)
+    return tuple(streams)
+
+
+def parse_client_message(text: str | bytes) -> ClientMessage:
+    """Parse one client text frame, or raise ProtocolError with a machine-readable code."""
+    if isinstance(text, (bytes, bytearray)):
+        raise ProtocolError("binary_not_supported", "clients send JSON text frames only")
+    if len(text) > MAX_CONTROL_BYTES:
+        raise ProtocolError("too_large", f"control messages are at most {MAX_CONTROL_BYTES} bytes")
+    try:
+        msg = json.loads(text)
+    except RecursionError:
+        raise ProtocolError("invalid_json", "JSON nested too deeply") from None
+    except ValueError as e:
+        raise ProtocolError("invalid_json", f"invalid JSON: {e}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("invalid_message", "a control message must be a JSON object")
+    ref = _clean_ref(msg.get("ref"))
+    if not _depth_ok(msg, MAX_JSON_DEPTH):
+        raise ProtocolError("invalid_message", f"JSON nested deeper than {MAX_JSON_DEPTH}", ref)
+    kind = msg.get("type")
+    if kind is None:
+        raise ProtocolError("missing_type", "message has no 'type'", ref)
+    if kind == "subscribe":
+        hist = msg.get("history_s", 0)
+        if hist is None:
+            hist = 0
+        if isinstance(hist, bool) or not isinstance(hist, (int, float)) or not math.isfinite(hist) or hist < 0:
+            raise ProtocolError("bad_field", "'history_s' must be a non-negative number", ref)
+        return Subscribe(ref, _patterns(msg, ref), float(hist))
+    if kind == "unsubscribe":
+        return Unsubscribe(ref, _patterns(msg, ref))
+    if kind == "ping":
+        return Ping(ref)
+    shown = kind if isinstance(kind, str) and len(kind) <= 64 else type(kind).__name__
+    raise ProtocolError("unknown_type", f"unknown message type {shown!r}", ref)
+
+
+# --------------------------------------------------------------------------- client-side helpers
+
+
+def parse_server_message(text: str) -> dict[str, Any]:
+    """Client side: decode a server text frame (the server only sends valid JSON objects)."""
+    msg = json.loads(text)
+    if not isinstance(msg, dict) or "type" not in msg:
+        raise ValueError("server message without a type")
+    return msg
+
+
+def subscribe(streams: list[str], ref: Any = None, history_s: float = 0.0) -> str:
+    return _dumps({"type": "subscribe", "ref": ref, "streams": streams, "history_s": history_s})
+
+
+def unsubscribe(streams: list[str], ref: Any = None) -> str:
+    return _dumps({"type": "unsubscribe", "ref": ref, "streams": streams})
+
+
+def ping(ref: Any = None) -> str:
+    return _dumps({"type": "ping", "ref": ref})

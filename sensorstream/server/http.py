@@ -1,0 +1,297 @@
+"""The h11 front door: one port for the dashboard, /healthz, /metrics and /ws.
+
+wsproto (inside trio-websocket) rejects anything that is not a WebSocket
+upgrade before our code sees it, so every connection is read by h11 first.
+A plain request is answered here (keep-alive, so a browser loads the page and
+its assets over one connection); an upgrade to /ws is handed to
+trio-websocket together with the bytes h11 already read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import h11
+import trio
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger(__name__)
+
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".json": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+# ----------------------------------------------------------------- static files
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    body: bytes
+    content_type: str
+    cache_control: str
+
+
+class StaticFiles:
+    """The dashboard, read into memory once at start-up.
+
+    Only regular files that really live under the root are loaded (symlinks
+    pointing out of it are skipped), and lookups are exact dictionary hits on
+    normalised names, so `..`, `%2e%2e`, absolute paths and the like cannot
+    reach anything else: they simply are not keys.
+    """
+
+    MAX_TOTAL = 32 * 1024 * 1024
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.files: dict[str, StaticFile] = {}
+        total = 0
+        for p in sorted(self.root.rglob("*")):
+            if not p.is_file() or p.suffix in (".py", ".pyc") or "__pycache__" in p.parts:
+                continue
+            real = p.resolve()
+            if not real.is_relative_to(self.root):
+                log.warning("static: skipping %s (links outside %s)", p, self.root)
+                continue
+            body = real.read_bytes()
+            total += len(body)
+            if total > self.MAX_TOTAL:
+                raise ValueError(f"dashboard directory {self.root} is larger than {self.MAX_TOTAL} bytes")
+            rel = p.relative_to(self.root).as_posix()
+            ctype = _TYPES.get(p.suffix) or mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+            # The page itself is revalidated every time so an upgrade shows at once;
+            # assets may be cached briefly.
+            cache = "no-cache" if p.suffix == ".html" else "public, max-age=300"
+            self.files[rel] = StaticFile(body, ctype, cache)
+
+    def lookup(self, target: str) -> StaticFile | None:
+        path = urllib.parse.unquote(target.split("?", 1)[0].split("#", 1)[0])
+        if path in ("", "/"):
+            path = "/index.html"
+        if not path.startswith("/") or "\x00" in path or "\\" in path:
+            return None
+        rel = path[1:]
+        if any(seg in ("", ".", "..") for seg in rel.split("/")):
+            return None
+        return self.files.get(rel)
+
+
+def dashboard_dir() -> Path:
+    """dashboard/ in a source checkout, or the copy shipped inside the wheel."""
+    try:
+        from importlib.resources import files
+
+        p = Path(str(files("sensorstream.dashboard")))
+        if (p / "index.html").exists():
+            return p
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[2] / "dashboard"
+
+
+# ----------------------------------------------------------------- connection handling
+
+
+class PrefixedStream(trio.abc.Stream):
+    """A stream that first returns bytes already read from it (the request head h11 consumed)."""
+
+    def __init__(self, prefix: bytes, stream: trio.abc.Stream):
+        self._prefix = prefix
+        self.stream = stream
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self.stream.receive_some(max_bytes)
+
+    async def send_all(self, data) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _headers(req: h11.Request) -> dict[bytes, bytes]:
+    # Lower-cased names; a repeated header keeps its last value (we use none that repeat).
+    return {k.lower(): v for k, v in req.headers}
+
+
+def is_websocket_upgrade(req: h11.Request) -> bool:
+    h = _headers(req)
+    return b"websocket" in h.get(b"upgrade", b"").lower() and b"upgrade" in h.get(b"connection", b"").lower()
+
+
+async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, raw: bytearray, max_head: int):
+    """Next h11 event, keeping every byte of this request cycle in `raw`."""
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as e:
+            status = e.error_status_hint
+            if status == 400 and len(raw) > max_head:
+                status = 431
+            raise _Reject(status, str(e)) from None
+        if event is h11.NEED_DATA:
+            if len(raw) > max_head:
+                raise _Reject(431, "request head too large")
+            data = await stream.receive_some(16384)
+            raw += data
+            conn.receive_data(data)
+            continue
+        return event
+
+
+async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str) -> None:
+    """Serve one TCP connection: HTTP requests until close, or a WebSocket upgrade."""
+    cfg = server.cfg
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=cfg.max_head_bytes)
+    raw = bytearray()
+    while True:
+        try:
+            # The whole request head must arrive within the handshake timeout:
+            # a client that connects and dribbles bytes does not hold a slot.
+            with trio.fail_after(cfg.handshake_timeout):
+                event = await _read_request(conn, stream, raw, cfg.max_head_bytes)
+        except trio.TooSlowError:
+            if raw:
+                log.info("http %s: request head not complete within %gs", peer, cfg.handshake_timeout)
+                await _send_simple(conn, stream, 408, "request timeout")
+            return
+        except _Reject as e:
+            server.stats.http_rejected_total += 1
+            log.info("http %s: %d %s", peer, e.status, e.message)
+            await _send_simple(conn, stream, e.status, e.message)
+            return
+        if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return
+        if not isinstance(event, h11.Request):
+            return
+        target = event.target.decode("latin-1")
+        if is_websocket_upgrade(event):
+            if target.split("?", 1)[0] != "/ws":
+                await _respond(server, conn, stream, 404, b"not found\n", "text/plain")
+                return
+            # Everything read so far (this request and anything pipelined after it)
+            # is replayed to wsproto, which does the real handshake.
+            trailing, _closed = conn.trailing_data
+            head_len = len(raw) - len(trailing)
+            await server.handle_websocket(PrefixedStream(bytes(raw[: head_len]) + bytes(trailing), stream), peer, event)
+            return
+        server.stats.http_requests_total += 1
+        keep_alive = await _route(server, conn, stream, event, target)
+        if not keep_alive or conn.our_state is not h11.DONE:
+            return
+        # Drain any request body (we accept none) before the next cycle.
+        try:
+            with trio.fail_after(cfg.handshake_timeout):
+                while True:
+                    ev = await _read_request(conn, stream, raw, cfg.max_head_bytes + 1024 * 1024)
+                    if isinstance(ev, h11.EndOfMessage):
+                        break
+                    if not isinstance(ev, h11.Data):
+                        return
+        except (trio.TooSlowError, _Reject):
+            return
+        if conn.their_state is not h11.DONE:
+            return
+        conn.start_next_cycle()
+        raw = bytearray(conn.trailing_data[0])
+
+
+async def _route(server: "Server", conn: h11.Connection, stream, req: h11.Request, target: str) -> bool:
+    method = req.method
+    path = target.split("?", 1)[0]
+    if method not in (b"GET", b"HEAD"):
+        await _respond(server, conn, stream, 405, b"method not allowed\n", "text/plain", head=False, extra=[(b"allow", b"GET, HEAD")])
+        return False
+    head = method == b"HEAD"
+    if path == "/healthz":
+        status, body = server.health()
+        await _respond(server, conn, stream, status, json.dumps(body).encode(), "application/json", head=head, cache="no-store")
+        return True
+    if path == "/metrics":
+        await _respond(server, conn, stream, 200, server.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", head=head, cache="no-store")
+        return True
+    if path == "/ws":
+        await _respond(server, conn, stream, 426, b"this endpoint speaks WebSocket\n", "text/plain", head=head, extra=[(b"upgrade", b"websocket")])
+        return True
+    f = server.static.lookup(target)
+    if f is None:
+        await _respond(server, conn, stream, 404, b"not found\n", "text/plain", head=head)
+        return True
+    await _respond(server, conn, stream, 200, f.body, f.content_type, head=head, cache=f.cache_control)
+    return True
+
+
+async def _respond(server, conn, stream, status, body: bytes, ctype: str, *, head=False, cache=None, extra=()):
+    if status >= 400:
+        server.stats.http_rejected_total += 1
+    headers = [
+        (b"content-type", ctype.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"server", b"sensorstream"),
+    ]
+    if cache:
+        headers.append((b"cache-control", cache.encode()))
+    headers.extend(extra)
+    try:
+        with trio.fail_after(server.cfg.send_timeout):
+            await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
+            if not head:
+                await stream.send_all(conn.send(h11.Data(data=body)))
+            await stream.send_all(conn.send(h11.EndOfMessage()))
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.LocalProtocolError):
+        # The caller sees our_state is not DONE and closes the connection.
+        pass
+
+
+async def _send_simple(conn: h11.Connection, stream, status: int, message: str) -> None:
+    """An error response on a connection that is about to close."""
+    body = (message + "\n").encode("utf-8", "replace")
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+    try:
+        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            data = conn.send(h11.Response(status_code=status, headers=headers)) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+        else:
+            # h11 is in an error state (it could not parse the request): write the response by hand.
+            data = b"HTTP/1.1 %d %s\r\n" % (status, _reason(status)) + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n" + body
+        with trio.move_on_after(1.0):
+            await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+        pass
+
+
+def _reason(status: int) -> bytes:
+    return {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+            501: b"Not Implemented", 505: b"HTTP Version Not Supported"}.get(status, b"Error")

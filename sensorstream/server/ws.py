@@ -1,0 +1,328 @@
+"""WebSocket sessions: per-client queue, liveness, backpressure.
+
+Each connection runs three tasks in a nursery the session owns:
+
+- reader: drains `get_message()` all the time. trio-websocket stops reading
+  the socket (and so stops answering pings) when its receive queue is full, so
+  this task must never stop while the connection lives.
+- sender: the only task that writes data. It empties the client's queue,
+  coalescing consecutive frames into one write, and sends a heartbeat when the
+  connection has been idle for `heartbeat_s`. Every write runs under
+  `send_timeout`; a client whose socket stays blocked longer is closed.
+- pinger: WebSocket Ping every `ping_interval`; no Pong within `ping_timeout`
+  closes the client.
+
+The hub calls `deliver`/`notify` synchronously; both only append to the
+queue. When a client's queue holds more than `queue_batches` data frames the
+oldest is dropped and counted, and the client gets a `dropped` message before
+its next data. Control messages are never dropped: a client that lets
+`queue_control` of them pile up is closed as too slow.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import struct
+import time
+from typing import TYPE_CHECKING
+
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed
+from wsproto.connection import ConnectionState
+
+from .. import __version__, protocol
+from ..hub import Frame, HubError
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger(__name__)
+
+# Coalesce queued frames into writes of up to this many bytes.
+MAX_WRITE = 256 * 1024
+
+
+# ----------------------------------------------------------------- pre-framed writes
+#
+# A server-to-client WebSocket frame is not masked, so the same bytes are valid
+# on every connection: we frame each batch once and write those bytes to every
+# subscriber. trio-websocket has no public API for that, so `send_preframed`
+# reaches into two private attributes. It is the only place that does;
+# tests/test_ws_private_api.py fails loudly if a trio-websocket release changes them.
+
+
+def ws_binary_frame(payload: bytes) -> bytes:
+    """RFC 6455 frame: FIN + opcode 2 (binary), unmasked, for server -> client."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x82, n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x82, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x82, 127, n)
+    return head + payload
+
+
+def wire_of(frame: Frame) -> bytes:
+    w = frame.wire
+    if w is None:
+        w = frame.wire = ws_binary_frame(frame.payload)
+    return w
+
+
+async def send_preframed(ws: trio_websocket.WebSocketConnection, data: bytes) -> None:
+    """Write bytes that already hold complete WebSocket frames."""
+    if ws.closed is not None or ws._wsproto.state != ConnectionState.OPEN:
+        raise ConnectionClosed(ws.closed)
+    # The same lock trio-websocket's own writes (pings, pongs, text) take, so
+    # frames never interleave on the wire.
+    async with ws._stream_lock:
+        try:
+            await ws._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ConnectionClosed(ws.closed) from None
+
+
+# ----------------------------------------------------------------- session
+
+
+class _History:
+    """Replayed frames for one subscribe: sent in order, never dropped (the hub caps history)."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: list[Frame]):
+        self.frames = frames
+
+
+class CloseSession(Exception):
+    def __init__(self, reason: str, code: int = 1000):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class ClientSession:
+    def __init__(self, server: "Server", ws: trio_websocket.WebSocketConnection, peer: str):
+        self.server = server
+        self.cfg = server.cfg
+        self.hub = server.hub
+        self.stats = server.stats
+        self.ws = ws
+        self.peer = peer
+        self.id = secrets.token_hex(8)
+        self.queue: collections.deque[Frame | str | _History] = collections.deque()
+        self.n_data = 0
+        self.n_control = 0
+        self.dropped: dict[int, int] = {}
+        self.subscriptions: set[str] = set()
+        self._wake = trio.Event()
+        self.overflowed = False
+        self.close_reason = "closed"
+        self.close_code = 1000
+        self.frames_sent = 0
+        self._cancel: trio.CancelScope | None = None
+
+    # ---- hub side: synchronous, never blocks
+
+    def deliver(self, frame: Frame) -> None:
+        self.queue.append(frame)
+        self.n_data += 1
+        if self.n_data > self.cfg.queue_batches:
+            self._drop_oldest()
+        self._wake.set()
+
+    def notify(self, text: str) -> None:
+        self._enqueue_control(text)
+
+    def _enqueue_control(self, text: str) -> None:
+        self.queue.append(text)
+        self.n_control += 1
+        if self.n_control > self.cfg.queue_control and not self.overflowed:
+            # Never drop control messages; a client this far behind is cut off.
+            self.overflowed = True
+            self.stats.slow_control_closed_total += 1
+            self.stop("control queue overflow (client too slow)", 1008)
+        self._wake.set()
+
+    def _drop_oldest(self) -> None:
+        q = self.queue
+        for i, item in enumerate(q):
+            if type(item) is Frame:
+                del q[i]
+                self.n_data -= 1
+                self.dropped[item.key] = self.dropped.get(item.key, 0) + 1
+                self.stats.dropped_batches_total += 1
+                return
+
+    def stop(self, reason: str, code: int) -> None:
+        self.close_reason, self.close_code = reason, code
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    # ---- tasks
+
+    async def run(self) -> None:
+        """Run until the client goes away, a limit trips or the server stops."""
+        hello = protocol.hello(f"sensorstream/{__version__}", self.id, self.cfg.heartbeat_s, self.hub.catalog())
+        self._enqueue_control(hello)
+        self.hub.attach(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel = nursery.cancel_scope
+                nursery.start_soon(self._guard, self._reader)
+                nursery.start_soon(self._guard, self._sender)
+                nursery.start_soon(self._guard, self._pinger)
+        finally:
+            self.hub.detach(self)
+
+    async def _guard(self, fn) -> None:
+        # Each task ends the whole session, whichever way it ends: one place to
+        # turn every ending into a reason and a close code.
+        try:
+            await fn()
+        except ConnectionClosed as e:
+            r = e.reason
+            if self.close_reason == "closed":
+                self.close_reason = f"client closed ({r.code if r else 'no close frame'})"
+                self.close_code = r.code if r and r.code else 1006
+        except CloseSession as e:
+            self.close_reason, self.close_code = e.reason, e.code
+        finally:
+            if self._cancel is not None:
+                self._cancel.cancel()
+
+    async def _reader(self) -> None:
+        while True:
+            msg = await self.ws.get_message()
+            self.handle_message(msg)
+
+    def handle_message(self, msg: str | bytes) -> None:
+        try:
+            req = protocol.parse_client_message(msg)
+            if isinstance(req, protocol.Subscribe):
+                try:
+                    keys, history = self.hub.subscribe(self, req.streams, req.history_s)
+                except HubError as e:
+                    raise protocol.ProtocolError(e.code, e.message, req.ref) from None
+                self.subscriptions.update(req.streams)
+                self._enqueue_control(protocol.subscribed(req.ref, keys))
+                if history:
+                    # Same synchronous step as the subscribe: nothing can be
+                    # published in between, so history meets live exactly.
+                    self.queue.append(_History(history))
+            elif isinstance(req, protocol.Unsubscribe):
+                try:
+                    keys = self.hub.unsubscribe(self, req.streams)
+                except HubError as e:
+                    raise protocol.ProtocolError(e.code, e.message, req.ref) from None
+                self.subscriptions.difference_update(req.streams)
+                self._purge(keys)
+                self._enqueue_control(protocol.unsubscribed(req.ref, keys))
+            else:
+                self._enqueue_control(protocol.pong(req.ref))
+        except protocol.ProtocolError as e:
+            self.stats.protocol_errors_total += 1
+            log.debug("client %s: %s (%s)", self.peer, e.code, e.message)
+            self._enqueue_control(e.to_message())
+
+    def _purge(self, keys: list[int]) -> None:
+        """After an unsubscribe, queued frames of those streams are not sent."""
+        if not keys:
+            return
+        gone = set(keys)
+        kept = collections.deque()
+        for item in self.queue:
+            if type(item) is Frame and item.key in gone:
+                self.n_data -= 1
+            elif type(item) is _History:
+                frames = [f for f in item.frames if f.key not in gone]
+                if frames:
+                    kept.append(_History(frames))
+            else:
+                kept.append(item)
+        self.queue = kept
+        for k in gone:
+            self.dropped.pop(k, None)
+
+    async def _send_text(self, text: str) -> None:
+        with trio.fail_after(self.cfg.send_timeout):
+            await self.ws.send_message(text)
+
+    async def _send_bytes(self, data: bytes, frames: int) -> None:
+        try:
+            with trio.fail_after(self.cfg.send_timeout):
+                await send_preframed(self.ws, data)
+        except trio.TooSlowError:
+            self.stats.send_timeouts_total += 1
+            raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008) from None
+        self.frames_sent += frames
+        self.stats.frames_sent_total += frames
+        self.stats.bytes_sent_total += len(data)
+
+    async def _sender(self) -> None:
+        q = self.queue
+        while True:
+            if not q and not self.dropped:
+                with trio.move_on_after(self.cfg.heartbeat_s) as idle:
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                if idle.cancelled_caught:
+                    await self._send_text_checked(protocol.heartbeat(time.time()))
+                continue
+            if self.dropped:
+                pending, self.dropped = self.dropped, {}
+                for key, n in pending.items():
+                    await self._send_text_checked(protocol.dropped(key, n))
+                continue
+            item = q.popleft()
+            kind = type(item)
+            if kind is Frame:
+                self.n_data -= 1
+                parts = [wire_of(item)]
+                size = len(parts[0])
+                # Coalesce what is queued behind it: one write, one syscall.
+                while q and type(q[0]) is Frame and size < MAX_WRITE:
+                    f = q.popleft()
+                    self.n_data -= 1
+                    w = wire_of(f)
+                    parts.append(w)
+                    size += len(w)
+                await self._send_bytes(parts[0] if len(parts) == 1 else b"".join(parts), len(parts))
+            elif kind is str:
+                self.n_control -= 1
+                await self._send_text_checked(item)
+            else:
+                await self._send_history(item.frames)
+
+    async def _send_text_checked(self, text: str) -> None:
+        try:
+            await self._send_text(text)
+        except trio.TooSlowError:
+            self.stats.send_timeouts_total += 1
+            raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008) from None
+
+    async def _send_history(self, frames: list[Frame]) -> None:
+        parts: list[bytes] = []
+        size = 0
+        for f in frames:
+            w = ws_binary_frame(protocol.mark_replayed(f.payload))
+            parts.append(w)
+            size += len(w)
+            if size >= MAX_WRITE:
+                await self._send_bytes(b"".join(parts), len(parts))
+                parts, size = [], 0
+        if parts:
+            await self._send_bytes(b"".join(parts), len(parts))
+
+    async def _pinger(self) -> None:
+        while True:
+            await trio.sleep(self.cfg.ping_interval)
+            with trio.move_on_after(self.cfg.ping_timeout) as waited:
+                await self.ws.ping()
+            if waited.cancelled_caught:
+                self.stats.ping_timeouts_total += 1
+                raise CloseSession(f"ping timeout (no pong in {self.cfg.ping_timeout:g} s)", 1011)

@@ -1,0 +1,155 @@
+"""Built-in simulated sensors.
+
+A simulator profile (devices/sim-*.toml) describes each channel as a signal:
+
+    value = base + amplitude * sin(2π t / period_s + phase) + random walk(drift)
+            + gaussian noise + occasional spikes (spike_prob per sample, spike_size)
+
+`SignalModel` is pure: it generates any block of samples with numpy in one go,
+deterministically from a seed. `run_simulator` is the trio task that paces it
+against the clock: it derives how many samples are due from the time elapsed
+since it started (never by adding up tick lengths), so it cannot drift.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import tomllib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+from ..hub import Hub
+from ..protocol import Channel
+from .feed import StreamFeed
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROFILES = ("sim-env.toml", "sim-imu.toml", "sim-power.toml")
+
+
+@dataclass(frozen=True)
+class SimProfile:
+    id: str
+    device: str
+    rate_hz: float
+    channels: tuple[Channel, ...]
+    params: tuple[dict[str, float], ...]  # one signal description per channel
+
+    def with_rate(self, rate_hz: float) -> "SimProfile":
+        return SimProfile(self.id, self.device, float(rate_hz), self.channels, self.params)
+
+    def with_id(self, id: str) -> "SimProfile":
+        return SimProfile(id, self.device, self.rate_hz, self.channels, self.params)
+
+
+_SIGNAL_KEYS = ("base", "amplitude", "period_s", "phase", "drift", "noise", "spike_prob", "spike_size")
+
+
+def parse_profile(doc: dict[str, Any]) -> SimProfile:
+    stream = doc["stream"]
+    rate = float(stream["rate_hz"])
+    if not rate > 0:
+        raise ValueError("rate_hz must be > 0")
+    chans = doc.get("channels") or []
+    if not chans:
+        raise ValueError("a simulator profile needs at least one [[channels]] entry")
+    channels = tuple(Channel(str(c["name"]), str(c.get("unit", ""))) for c in chans)
+    params = tuple({k: float(c.get(k, 0.0)) for k in _SIGNAL_KEYS} for c in chans)
+    return SimProfile(str(stream["id"]), str(stream.get("device", "")), rate, channels, params)
+
+
+def load_profile(path: str | Path) -> SimProfile:
+    with open(path, "rb") as f:
+        return parse_profile(tomllib.load(f))
+
+
+def devices_dir() -> Path:
+    """devices/ in a source checkout, or the copy shipped inside the wheel."""
+    try:
+        from importlib.resources import files
+
+        p = Path(str(files("sensorstream.devices")))
+        if (p / DEFAULT_PROFILES[0]).exists():
+            return p
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[2] / "devices"
+
+
+def default_profiles() -> list[SimProfile]:
+    d = devices_dir()
+    return [load_profile(d / name) for name in DEFAULT_PROFILES]
+
+
+class SignalModel:
+    """Vectorized, seeded signal generator for one simulated stream."""
+
+    def __init__(self, profile: SimProfile, seed: int = 0):
+        self.profile = profile
+        # Seed per stream id so adding a stream does not change the others' data.
+        self.rng = np.random.default_rng([seed, zlib.crc32(profile.id.encode())])
+        p = profile.params
+        col = lambda k: np.array([c[k] for c in p], dtype=np.float64)[:, None]  # noqa: E731
+        self.base, self.amp, self.phase = col("base"), col("amplitude"), col("phase")
+        period = col("period_s")
+        self.omega = np.where(period > 0, 2 * np.pi / np.where(period > 0, period, 1), 0.0)
+        self.drift, self.noise = col("drift"), col("noise")
+        self.spike_prob, self.spike_size = col("spike_prob"), col("spike_size")
+        self.walk = np.zeros((len(p), 1))
+
+    def generate(self, first_index: int, n: int) -> np.ndarray:
+        """Values for samples first_index .. first_index+n-1, float32 (C, n)."""
+        c = len(self.profile.channels)
+        t = (first_index + np.arange(n)) / self.profile.rate_hz
+        v = self.base + self.amp * np.sin(self.omega * t + self.phase)
+        if self.drift.any():
+            steps = self.rng.standard_normal((c, n)) * self.drift
+            walk = self.walk + np.cumsum(steps, axis=1)
+            self.walk = walk[:, -1:]
+            v += walk
+        v += self.rng.standard_normal((c, n)) * self.noise
+        if self.spike_prob.any():
+            v += (self.rng.random((c, n)) < self.spike_prob) * self.spike_size
+        return v.astype(np.float32)
+
+
+async def run_simulator(
+    hub: Hub,
+    profile: SimProfile,
+    *,
+    seed: int = 0,
+    window_s: float = 0.05,
+    max_samples: int = 4096,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    feed = StreamFeed(hub, profile.id, profile.channels, rate_hz=profile.rate_hz, device=profile.device,
+                      window_s=window_s, max_samples=max_samples)
+    model = SignalModel(profile, seed)
+    rate = profile.rate_hz
+    start = trio.current_time()
+    wall0 = time.time()
+    emitted = 0
+    task_status.started(feed)
+    log.info("simulating %s at %g Hz", profile.id, rate)
+    try:
+        tick = start
+        while True:
+            due = int((trio.current_time() - start) * rate) + 1
+            if due > emitted:
+                n = due - emitted
+                ts = wall0 + (emitted + np.arange(n)) / rate
+                feed.push(ts, model.generate(emitted, n))
+                emitted = due
+                # A tick's samples are exactly one window: close the batch now
+                # rather than waiting for a flusher to notice.
+                feed.flush()
+            tick += window_s
+            await trio.sleep_until(tick)
+    finally:
+        feed.set_status("disconnected")
