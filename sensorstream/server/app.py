@@ -59,6 +59,7 @@ class Server:
         self._no_connections = trio.Event()
         self._no_connections.set()
         self._listen_scope = trio.CancelScope()
+        self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         if cfg.simulate:
             self._add_simulators()
@@ -113,6 +114,15 @@ class Server:
 
     # ------------------------------------------------------------------ connections
 
+    def _sessions_changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_sessions(self, predicate: Callable[[set[ClientSession]], bool]) -> None:
+        """Wait until predicate(sessions) holds; re-checked whenever a session opens or closes."""
+        while not predicate(self.sessions):
+            await self._changed.wait()
+
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
         peer = _peer(stream)
         self._open_connections += 1
@@ -147,12 +157,14 @@ class Server:
             self.sessions.add(session)
             self.stats.connections_total += 1
             self.stats.connections_open += 1
+            self._sessions_changed()
             log.info("ws %s: open (session %s)", peer, session.id)
             try:
                 await session.run()
             finally:
                 self.sessions.discard(session)
                 self.stats.connections_open -= 1
+                self._sessions_changed()
                 code = session.close_code
                 # Dead or stuck peers get no close handshake: it would only wait.
                 if code in (1000, 1001, 1008, 1009) and ws.closed is None and not session.overflowed:

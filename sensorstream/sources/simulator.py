@@ -88,35 +88,42 @@ def default_profiles() -> list[SimProfile]:
 
 
 class SignalModel:
-    """Vectorized, seeded signal generator for one simulated stream."""
+    """Vectorized, seeded signal generator for one simulated stream.
+
+    The output depends only on the seed and the sample index, not on how the
+    samples are split into blocks: each random component has its own generator
+    and draws sample-major (n, C), so two blocks of 5 equal one block of 10.
+    That is what makes `--seed` reproducible although tick sizes vary with load.
+    """
 
     def __init__(self, profile: SimProfile, seed: int = 0):
         self.profile = profile
-        # Seed per stream id so adding a stream does not change the others' data.
-        self.rng = np.random.default_rng([seed, zlib.crc32(profile.id.encode())])
+        # Seeded per stream id too, so adding a stream does not change the others' data.
+        base_seed = [seed, zlib.crc32(profile.id.encode())]
+        self.rng_walk, self.rng_noise, self.rng_spike = (np.random.default_rng(base_seed + [k]) for k in range(3))
         p = profile.params
-        col = lambda k: np.array([c[k] for c in p], dtype=np.float64)[:, None]  # noqa: E731
+        col = lambda k: np.array([c[k] for c in p], dtype=np.float64)  # noqa: E731
         self.base, self.amp, self.phase = col("base"), col("amplitude"), col("phase")
         period = col("period_s")
         self.omega = np.where(period > 0, 2 * np.pi / np.where(period > 0, period, 1), 0.0)
         self.drift, self.noise = col("drift"), col("noise")
         self.spike_prob, self.spike_size = col("spike_prob"), col("spike_size")
-        self.walk = np.zeros((len(p), 1))
+        self.walk = np.zeros(len(p))
 
     def generate(self, first_index: int, n: int) -> np.ndarray:
         """Values for samples first_index .. first_index+n-1, float32 (C, n)."""
         c = len(self.profile.channels)
-        t = (first_index + np.arange(n)) / self.profile.rate_hz
-        v = self.base + self.amp * np.sin(self.omega * t + self.phase)
+        t = ((first_index + np.arange(n)) / self.profile.rate_hz)[:, None]
+        v = self.base + self.amp * np.sin(self.omega * t + self.phase)  # (n, C)
         if self.drift.any():
-            steps = self.rng.standard_normal((c, n)) * self.drift
-            walk = self.walk + np.cumsum(steps, axis=1)
-            self.walk = walk[:, -1:]
+            walk = self.walk + np.cumsum(self.rng_walk.standard_normal((n, c)) * self.drift, axis=0)
+            if n:
+                self.walk = walk[-1]
             v += walk
-        v += self.rng.standard_normal((c, n)) * self.noise
+        v += self.rng_noise.standard_normal((n, c)) * self.noise
         if self.spike_prob.any():
-            v += (self.rng.random((c, n)) < self.spike_prob) * self.spike_size
-        return v.astype(np.float32)
+            v += (self.rng_spike.random((n, c)) < self.spike_prob) * self.spike_size
+        return np.ascontiguousarray(v.T, dtype=np.float32)
 
 
 async def run_simulator(

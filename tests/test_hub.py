@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pytest
+
+from sensorstream.hub import HubError, HubLimits, LocalHub
+from sensorstream.protocol import Channel, decode_batch
+
+
+class Sink:
+    def __init__(self):
+        self.frames = []
+        self.texts = []
+
+    def deliver(self, frame):
+        self.frames.append(frame)
+
+    def notify(self, text):
+        self.texts.append(json.loads(text))
+
+
+def pub(hub, key, seq, t):
+    hub.publish(key, seq, np.array([t], dtype=np.float64), np.array([[seq]], dtype=np.float32))
+
+
+def test_fan_out_hands_every_subscriber_the_same_bytes_object():
+    hub = LocalHub()
+    info = hub.add_stream("sim/a", [Channel("x")])
+    subs = [Sink() for _ in range(5)]
+    for s in subs:
+        hub.attach(s)
+        hub.subscribe(s, ["sim/a"])
+    pub(hub, info.key, 0, 1.0)
+    frames = [s.frames[0] for s in subs]
+    assert all(f is frames[0] for f in frames)
+    assert decode_batch(frames[0].payload).seq == 0
+
+
+def test_glob_subscription_covers_streams_added_later_and_catalog_updates_are_announced():
+    hub = LocalHub()
+    s = Sink()
+    hub.attach(s)
+    keys, _ = hub.subscribe(s, ["dev/*"])
+    assert keys == []
+    other = hub.add_stream("other", [Channel("x")])
+    info = hub.add_stream("dev/b", [Channel("x")])
+    pub(hub, other.key, 0, 1.0)
+    pub(hub, info.key, 0, 1.0)
+    assert [f.key for f in s.frames] == [info.key]
+    assert [t["type"] for t in s.texts] == ["stream", "stream"]
+    hub.update_stream(info.key, status="disconnected")
+    assert s.texts[-1]["stream"]["status"] == "disconnected"
+    hub.remove_stream(info.key)
+    assert s.texts[-1] == {"type": "stream_removed", "key": info.key}
+
+
+def test_unknown_stream_is_an_error_and_changes_nothing():
+    hub = LocalHub()
+    a = hub.add_stream("a", [Channel("x")])
+    s = Sink()
+    hub.attach(s)
+    with pytest.raises(HubError) as e:
+        hub.subscribe(s, ["a", "missing"])
+    assert e.value.code == "unknown_stream"
+    pub(hub, a.key, 0, 0.0)
+    assert s.frames == []
+
+
+def test_history_is_bounded_in_seconds_and_bytes_and_meets_live_exactly():
+    hub = LocalHub(HubLimits(history_s=10, history_bytes=10_000))
+    info = hub.add_stream("a", [Channel("x")])
+    for seq in range(100):
+        pub(hub, info.key, seq, float(seq))  # one batch per second
+    s = Sink()
+    hub.attach(s)
+    _, hist = hub.subscribe(s, ["a"], history_s=1000)  # asks for more than is kept
+    assert [f.seq for f in hist] == list(range(89, 100))  # the last 10 s (t >= 99 - 10)
+    pub(hub, info.key, 100, 100.0)
+    assert [f.seq for f in s.frames] == [100]  # live continues at the next seq: no gap, no duplicate
+    # byte cap: 60 bytes per frame here
+    small = LocalHub(HubLimits(history_s=1e9, history_bytes=600))
+    k = small.add_stream("a", [Channel("x")]).key
+    for seq in range(100):
+        pub(small, k, seq, float(seq))
+    _, hist = small.subscribe(Sink(), ["a"], history_s=1e9)
+    assert sum(len(f.payload) for f in hist) <= 600 and hist[-1].seq == 99
+
+
+def test_readding_a_stream_keeps_key_and_seq():
+    hub = LocalHub()
+    a = hub.add_stream("a", [Channel("x")])
+    pub(hub, a.key, 0, 0.0)
+    pub(hub, a.key, 1, 1.0)
+    hub.update_stream(a.key, status="disconnected")
+    again = hub.add_stream("a", [Channel("x")])
+    assert again.key == a.key and again.status == "live" and hub.next_seq(a.key) == 2
+
+
+def test_limits_on_streams_and_channels():
+    hub = LocalHub(HubLimits(max_streams=2, max_channels=3))
+    hub.add_stream("a", [Channel("x")])
+    with pytest.raises(HubError):
+        hub.add_stream("b", [Channel(str(i)) for i in range(4)])
+    hub.add_stream("b", [Channel("x")])
+    with pytest.raises(HubError):
+        hub.add_stream("c", [Channel("x")])
+
+
+def test_detach_and_unsubscribe_stop_delivery():
+    hub = LocalHub()
+    a = hub.add_stream("a", [Channel("x")])
+    s1, s2 = Sink(), Sink()
+    for s in (s1, s2):
+        hub.attach(s)
+        hub.subscribe(s, ["*"])
+    assert hub.unsubscribe(s1, ["a"]) == [a.key]
+    hub.detach(s2)
+    pub(hub, a.key, 0, 0.0)
+    assert s1.frames == [] and s2.frames == [] and hub.subscriber_count() == 0
