@@ -223,7 +223,9 @@ def _fake_main(argv: list[str]) -> int:  # pragma: no cover - a dev tool, exerci
             }
 
         def make(self, now):
-            n = max(1, int((now - self.t_next) * self.rate))
+            n = int((now - self.t_next) * self.rate)
+            if n < 1:
+                return None
             ts = [self.t_next + i / self.rate for i in range(n)]
             self.t_next += n / self.rate
             c = len(self.chans)
@@ -342,6 +344,8 @@ def _fake_main(argv: list[str]) -> int:  # pragma: no cover - a dev tool, exerci
                 late = None
             for s in list(streams.values()):
                 fr = s.make(now)
+                if fr is None:
+                    continue
                 if a.skip_every and s.key == 1 and n % a.skip_every == 0:
                     continue  # lost on the way: seq jump only
                 drop = a.dropped_every and s.key == 3 and n % a.dropped_every == 0
