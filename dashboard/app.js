@@ -33,6 +33,7 @@ const state = {
   windowS: 30,
   clockOffset: null,      // server time - local time, from live batch timestamps
   errors: [],             // last server `error` messages
+  helloStreams: [],       // stream ids in the latest hello
 };
 const streams = new Map();   // stream id -> StreamView
 const byKey = new Map();     // key (this session) -> StreamView
@@ -132,6 +133,8 @@ class StreamView {
     this.announced = 0;         // batches the server said it dropped, not yet seen as a seq jump
     this.gapCount = 0;
     this.pendingGap = false;
+    this.resync = true;         // first batch after a (re)connect: match it against what we hold
+    this.outages = 0;
     this.lastBatchAt = null;    // performance.now() of the last live batch
     this.latest = null;         // last value per channel
     this.latestT = NaN;
@@ -239,12 +242,24 @@ class StreamView {
     this.update();
   }
 
-  /** Take one decoded batch: dedupe by seq, mark gaps, append to the ring. */
+  /**
+   * Take one decoded batch: dedupe by seq, mark gaps, append to the ring.
+   * Within a connection seq must rise by exactly one; a jump is lost batches.
+   * The first batches after a (re)connect are matched against what we already
+   * hold: seq+1 continues seamlessly, older seqs already held are duplicates of
+   * the history refill, anything else (server restarted: seq starts again; or
+   * an outage longer than the server's history) is an outage gap.
+   */
   ingest(b) {
     stats.batches++;
     if (b.replayed) stats.replayedBatches++;
     let gap = false;
-    if (this.lastSeq !== null) {
+    const tl = this.series.tLast;
+    if (this.lastSeq !== null && this.resync) {
+      if (b.seq <= this.lastSeq && !(b.N && b.ts[b.N - 1] > tl)) { stats.duplicates++; return; }
+      if (b.seq !== this.lastSeq + 1) { gap = true; this.outages++; }
+      this.resync = false;
+    } else if (this.lastSeq !== null) {
       if (b.seq <= this.lastSeq) { stats.duplicates++; return; }
       if (b.seq > this.lastSeq + 1) {
         const lost = b.seq - this.lastSeq - 1;
@@ -253,6 +268,7 @@ class StreamView {
         gap = true;
       }
     }
+    this.resync = false;
     this.lastSeq = b.seq;
     if (b.N === 0) return;
     if (b.C > this.series.nch) {
@@ -260,7 +276,7 @@ class StreamView {
       this.series = this.series.resized(b.C, capacityFor(this.rateHz, b.C));
       this.buildLegend();
     }
-    const s = this.series, tl = s.tLast;
+    const s = this.series;
     let from = 0;
     if (tl === tl) while (from < b.N && b.ts[from] <= tl) from++;   // keep time strictly increasing
     if (from < b.N) {
@@ -345,7 +361,7 @@ class StreamView {
     return {
       id: this.id, key: this.key, device: this.info.device, status: this.info.status,
       channels: this.channels, rateHz: this.rateHz, len: s.len, capacity: s.cap, bytes: s.bytes,
-      tFirst: s.tFirst, tLast: s.tLast, lastSeq: this.lastSeq, drops: this.drops, seqLost: this.seqLost,
+      tFirst: s.tFirst, tLast: s.tLast, lastSeq: this.lastSeq, drops: this.drops, seqLost: this.seqLost, outages: this.outages,
       gaps: s.gaps.map((g) => [g.t0, g.t1]), latest: this.latest, latestT: this.latestT, latestSeq: this.latestSeq,
       hidden: [...this.hidden], yMode: this.yMode, yRange: this.chart.yRange, view: { ...this.chart.view },
       subscribed: this.subscribed,
@@ -428,12 +444,12 @@ function subscribe(patterns, history) {
 }
 
 function onHello(msg) {
-  const newSession = msg.session !== state.session;
   state.session = msg.session ?? null;
   state.server = msg.server ?? null;
   state.heartbeatS = conn.heartbeatS;
   state.connects = conn.connects;
   byKey.clear();
+  state.helloStreams = (Array.isArray(msg.streams) ? msg.streams : []).map((x) => x && x.id);
   const ids = new Set();
   for (const info of Array.isArray(msg.streams) ? msg.streams : []) {
     const sv = upsertStream(info);
@@ -443,7 +459,7 @@ function onHello(msg) {
   let history = 0;
   for (const sv of streams.values()) {
     sv.subscribed = false;
-    if (newSession) { sv.lastSeq = null; if (sv.series.len) sv.pendingGap = true; }
+    sv.resync = true;
     history = Math.max(history, historyFor(sv));
   }
   if (!streams.size) history = MAX_WINDOW_S;

@@ -158,7 +158,11 @@ class WsClient:
     def __init__(self, url: str):
         from websockets.sync.client import connect
 
-        self.ws = connect(url.replace("http://", "ws://").rstrip("/") + "/ws", max_size=2**24)
+        ws_url = url.replace("http://", "ws://").rstrip("/") + "/ws"
+        try:
+            self.ws = connect(ws_url, max_size=2**24, compression=None, legacy=True)
+        except TypeError:  # websockets < 16 has no `legacy`
+            self.ws = connect(ws_url, max_size=2**24, compression=None)
         import json
 
         self._json = json

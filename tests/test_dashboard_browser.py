@@ -1,0 +1,357 @@
+"""The dashboard in a real browser (Debian's chromium through Playwright).
+
+One real server (`python -m sensorstream serve --simulate --seed 1 --simulate-late
+sim/late:4`) and one page are shared by the tests in file order: the late stream
+appears while the page is open, later tests pause, export, kill and restart the
+server. The drop/gap rendering test uses the contract fake (tests/browser_util.py),
+because it can inject sequence gaps and `dropped` messages on demand.
+
+Synchronisation is by bounded waits on page state (`wait_for_function`), never
+by fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import signal
+import time
+
+import pytest
+
+from .browser_util import ServerProcess, WsClient, chromium_path, launch_chromium
+
+pytestmark = pytest.mark.browser
+
+if chromium_path() is None:
+    if os.environ.get("CI") == "true":
+        pytest.fail("chromium is required in CI (/usr/bin/chromium missing)", pytrace=False)
+    pytest.skip("chromium not installed (/usr/bin/chromium)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+LATE_S = 4.0
+WAIT = 10_000  # ms, default bound for page waits
+EXPECTED = {
+    "sim/env": ["temperature", "humidity", "pressure"],
+    "sim/imu": ["ax", "ay", "az", "gx", "gy", "gz"],
+    "sim/power": ["voltage", "current"],
+}
+
+
+def _is_ws_noise(text: str) -> bool:
+    # Chromium logs failed WebSocket handshakes itself while the server is down.
+    return "WebSocket connection to" in text
+
+
+class Page:
+    """A page plus everything it logged."""
+
+    def __init__(self, page):
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+
+    def js(self, expr, arg=None):
+        return self.page.evaluate(expr, arg)
+
+    def wait(self, expr, arg=None, timeout=WAIT):
+        return self.page.wait_for_function(expr, arg=arg, timeout=timeout, polling=50)
+
+    def canvas_sum(self, stream_id: str) -> int:
+        return self.js(
+            """id => { const c = document.querySelector(`[data-stream="${id}"] canvas`);
+                       const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                       let h = 0; for (let i = 0; i < d.length; i += 4) h = (h * 31 + d[i] + 3 * d[i + 1] + 7 * d[i + 2]) >>> 0;
+                       return h; }""",
+            stream_id,
+        )
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = ServerProcess(["--simulate", "--seed", "1", "--heartbeat", "1", "--simulate-late", f"sim/late:{LATE_S}"])
+    srv.start()
+    srv.started_at = time.time()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    pg = Page(ctx.new_page())
+    pg.page.goto(server.url)
+    pg.wait("window.sensorstream && sensorstream.state.conn === 'connected'")
+    pg.hello_at = time.time()
+    yield pg
+    ctx.close()
+
+
+def _wait_data(pg: Page, ids, min_len=5):
+    pg.wait(
+        "([ids, n]) => ids.every(id => sensorstream.ids().includes(id) && sensorstream.snapshot(id).len >= n)",
+        [list(ids), min_len],
+    )
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_catalog_charts_and_legends(page, server):
+    _wait_data(page, EXPECTED)
+    client = WsClient(server.url)
+    try:
+        catalog = {s["id"]: s for s in client.hello["streams"]}
+    finally:
+        client.close()
+    for sid, names in EXPECTED.items():
+        card = page.page.get_by_test_id(f"stream-{sid}")
+        sync_api.expect(card).to_be_visible()
+        sync_api.expect(card.get_by_test_id("status")).to_have_text("live")
+        # grouped by device
+        device = catalog[sid]["device"]
+        assert page.js("([d, id]) => !!document.querySelector(`section[data-device='${d}'] [data-stream='${id}']`)", [device, sid])
+        for ch in catalog[sid]["channels"]:
+            item = card.get_by_test_id(f"legend-{ch['name']}")
+            sync_api.expect(item).to_contain_text(ch["name"])
+            if ch["unit"]:
+                sync_api.expect(item).to_contain_text(f"({ch['unit']})")
+        assert [c["name"] for c in catalog[sid]["channels"]] == names
+    # the canvas keeps changing while live
+    before = page.canvas_sum("sim/imu")
+    page.wait("([id, h]) => { const c = document.querySelector(`[data-stream='${id}'] canvas`);"
+              " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+              " let x = 0; for (let i = 0; i < d.length; i += 4) x = (x * 31 + d[i] + 3 * d[i + 1] + 7 * d[i + 2]) >>> 0;"
+              " return x !== h; }", ["sim/imu", before])
+    assert page.js("sensorstream.stats.framesDrawn") > 0
+    assert page.js("sensorstream.stats.pointsDrawn") > 0
+
+
+def test_late_stream_appears_without_reload(page, server):
+    hello_ids = page.js("sensorstream.state.helloStreams")
+    if "sim/late" in hello_ids:
+        pytest.skip("page connected after the late stream appeared (slow machine)")
+    card = page.page.get_by_test_id("stream-sim/late")
+    sync_api.expect(card).to_be_visible(timeout=LATE_S * 1000 + WAIT)
+    _wait_data(page, ["sim/late"], 3)
+    sync_api.expect(card.get_by_test_id("legend-temperature")).to_be_visible()
+    assert page.js("performance.getEntriesByType('navigation').length") == 1  # no reload
+
+
+def test_history_then_live_without_gap(page, server):
+    _wait_data(page, EXPECTED, 50)
+    stats = page.js("({r: sensorstream.stats.replayedBatches, b: sensorstream.stats.batches, d: sensorstream.stats.duplicates})")
+    assert stats["r"] > 0, "the page should have been filled from history first"
+    for sid in EXPECTED:
+        snap = page.js("id => sensorstream.snapshot(id)", sid)
+        # data from before the page connected, continuing to now
+        assert snap["tFirst"] < page.hello_at - 0.5, (sid, snap["tFirst"], page.hello_at)
+        assert snap["drops"] == 0 and snap["gaps"] == [], snap
+        # no hole anywhere between history and live: max spacing ~ one sample period
+        max_dt = page.js(
+            """id => { const s = sensorstream.streams.get(id).series; let m = 0;
+                       for (let i = 1; i < s.len; i++) m = Math.max(m, s.timeAt(i) - s.timeAt(i - 1)); return m; }""",
+            sid,
+        )
+        assert max_dt < 2.5 / snap["rateHz"], (sid, max_dt)
+
+
+def test_values_match_what_the_server_sent(page, server):
+    client = WsClient(server.url)
+    try:
+        key = {s["id"]: s["key"] for s in client.hello["streams"]}["sim/imu"]
+        client.send({"type": "subscribe", "ref": "t", "streams": ["sim/imu"], "history_s": 0})
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < deadline:
+            m = client.recv()
+            if "kind" in m and m["key"] == key and not m["flags"] & 1:
+                got.append(m)
+    finally:
+        client.close()
+    assert got
+    for m in got:
+        rec = page.wait("([id, s]) => sensorstream.recent(id, s)", ["sim/imu", m["seq"]]).json_value()
+        assert rec["t"] == m["ts"][-1]
+        assert rec["values"] == [ch[-1] for ch in m["values"]]  # float32, bit for bit
+        # and inside the ring, at that time
+        smp = page.js("([id, t]) => sensorstream.sampleAt(id, t)", ["sim/imu", m["ts"][0]])
+        assert smp["t"] == m["ts"][0] and smp["values"] == [ch[0] for ch in m["values"]]
+    # legend numbers are the latest values (4 significant digits), within the last few batches
+    page.wait("sensorstream.snapshot('sim/env').latestSeq !== null")
+    texts, recents = page.js(
+        """() => { const sv = sensorstream.streams.get('sim/env');
+                   const t = sv.channels.map(c => document.querySelector(`[data-stream='sim/env'] [data-testid='latest-${c.name}']`).textContent);
+                   return [t, [...sv.recent.values()].slice(-20).map(r => r.values)]; }"""
+    )
+    for c, text in enumerate(texts):
+        shown = float(text)
+        assert any(math.isclose(shown, r[c], rel_tol=2e-3, abs_tol=2e-3) for r in recents), (c, text, recents[-3:])
+
+
+def test_controls_window_pause_hide_yfix_hover(page, server):
+    pg = page.page
+    card = pg.get_by_test_id("stream-sim/env")
+    # time window
+    for s in (5, 120, 30):
+        pg.get_by_test_id(f"window-{s}").click()
+        sync_api.expect(pg.get_by_test_id(f"window-{s}")).to_have_attribute("aria-checked", "true")
+        page.wait("s => { const v = sensorstream.snapshot('sim/env').view; return Math.abs(v.tEnd - v.tStart - s) < 1e-6; }", s)
+    # pause: data keeps arriving, picture frozen; resume shows it
+    pg.get_by_test_id("pause").click()
+    sync_api.expect(pg.get_by_test_id("pause")).to_have_attribute("aria-pressed", "true")
+    page.js("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    frozen = page.canvas_sum("sim/imu")
+    len0 = page.js("sensorstream.snapshot('sim/imu').tLast")
+    page.wait("t => sensorstream.snapshot('sim/imu').tLast > t + 0.5", len0)
+    assert page.canvas_sum("sim/imu") == frozen
+    pg.get_by_test_id("pause").click()
+    page.wait("t => sensorstream.snapshot('sim/imu').view.tEnd > t + 0.4", len0)
+    assert page.canvas_sum("sim/imu") != frozen
+    # hide pressure (1013 hPa): the autoscaled range drops to the other channels
+    assert page.js("sensorstream.snapshot('sim/env').yRange[1]") > 500
+    card.get_by_test_id("legend-pressure").get_by_role("button").click()
+    sync_api.expect(card.get_by_test_id("legend-pressure").get_by_role("button")).to_have_attribute("aria-pressed", "false")
+    page.wait("sensorstream.snapshot('sim/env').yRange[1] < 500")
+    # fixed Y range
+    card.get_by_test_id("y-mode").click()
+    sync_api.expect(card.get_by_test_id("y-min")).to_be_visible()
+    card.get_by_test_id("y-min").fill("-10")
+    card.get_by_test_id("y-max").fill("150")
+    card.get_by_test_id("y-max").press("Enter")
+    page.wait("(() => { const r = sensorstream.snapshot('sim/env').yRange; return r[0] === -10 && r[1] === 150; })()")
+    card.get_by_test_id("y-mode").click()
+    sync_api.expect(card.get_by_test_id("y-min")).to_be_hidden()
+    card.get_by_test_id("legend-pressure").get_by_role("button").click()
+    # hover shows the values at that time
+    box = card.get_by_test_id("chart").bounding_box()
+    pg.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] / 2)
+    tip = card.get_by_test_id("tooltip")
+    sync_api.expect(tip).to_be_visible()
+    sync_api.expect(tip).to_contain_text("temperature")
+    sync_api.expect(tip).to_contain_text("hPa")
+    pg.mouse.move(0, 0)
+    sync_api.expect(tip).to_be_hidden()
+
+
+def test_csv_export_matches_chart(page, server, tmp_path):
+    pg = page.page
+    pg.get_by_test_id("window-5").click()
+    pg.get_by_test_id("pause").click()   # a fixed view: button and hook export the same samples
+    try:
+        with pg.expect_download() as dl:
+            pg.get_by_test_id("stream-sim/imu").get_by_test_id("export-csv").click()
+        path = tmp_path / "imu.csv"
+        dl.value.save_as(path)
+        text = path.read_text(encoding="utf-8")
+        assert text == page.js("sensorstream.exportCsv('sim/imu')")
+        rows = list(csv.reader(io.StringIO(text)))
+        assert rows[0] == ["time", "unix_s", "ax (m/s²)", "ay (m/s²)", "az (m/s²)", "gx (deg/s)", "gy (deg/s)", "gz (deg/s)"]
+        body = rows[1:]
+        view = page.js("sensorstream.snapshot('sim/imu').view")
+        assert len(body) > 0.8 * 5 * 200, len(body)  # ~5 s at 200 Hz
+        import datetime as dt
+
+        for r in body[:: max(1, len(body) // 40)]:
+            t = float(r[1])
+            iso = dt.datetime.fromisoformat(r[0].replace("Z", "+00:00")).timestamp()
+            assert abs(iso - t) < 2e-6
+            assert view["tStart"] - 1e-6 <= t <= view["tEnd"] + 1e-6
+            smp = page.js("([t]) => sensorstream.sampleAt('sim/imu', t)", [t])
+            assert abs(smp["t"] - t) < 1e-6
+            # shortest float32 text reads back as the very value in the chart's buffer
+            assert page.js("([s, v]) => s.every((x, i) => Math.fround(Number(x)) === v[i])", [r[2:], smp["values"]])
+    finally:
+        pg.get_by_test_id("pause").click()
+        pg.get_by_test_id("window-30").click()
+
+
+def test_narrow_and_dark(page, server, browser):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True)
+    pg = Page(ctx.new_page())
+    try:
+        pg.page.goto(server.url)
+        _wait_data(pg, EXPECTED)
+        assert pg.js("document.documentElement.scrollWidth") <= 390
+        assert pg.js("sensorstream.ids().every(id => { const c = document.querySelector(`[data-stream='${id}']`).getBoundingClientRect(); return c.width <= 390 && c.width > 300; })")
+        pg.wait("(() => { const c = document.querySelector(\"[data-stream='sim/imu'] canvas\"); const d = c.getContext('2d').getImageData(2, 2, 1, 1).data; return d[0] + d[1] + d[2] < 150; })()")
+        assert not [e for e in pg.errors if not _is_ws_noise(e)], pg.errors
+    finally:
+        ctx.close()
+
+
+def test_no_console_errors_while_healthy(page):
+    assert page.errors == [], page.errors
+
+
+def test_dead_server_detected_by_silence(page, server):
+    # SIGSTOP: the socket stays open but nothing arrives -> 2.5 x heartbeat_s of silence.
+    hb = page.js("sensorstream.state.heartbeatS")
+    connects = page.js("sensorstream.state.connects")
+    t0 = time.monotonic()
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        page.wait("sensorstream.state.conn !== 'connected'", timeout=int((2.5 * hb + 3) * 1000))
+        assert time.monotonic() - t0 >= 2.5 * hb - 0.3
+        sync_api.expect(page.page.get_by_test_id("conn-text")).to_contain_text("attempt")
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    page.wait("n => sensorstream.state.conn === 'connected' && sensorstream.state.connects > n", connects, timeout=15_000)
+    # same server: the refill from its history is seamless, seq continues without loss
+    t = page.js("sensorstream.snapshot('sim/imu').tLast")
+    page.wait("t => sensorstream.snapshot('sim/imu').tLast > t + 0.5", t)
+    for sid in EXPECTED:
+        snap = page.js("id => sensorstream.snapshot(id)", sid)
+        assert snap["gaps"] == [] and snap["drops"] == 0 and snap["outages"] == 0, snap
+
+
+def test_server_restart_reconnects_and_refills(page, server):
+    connects = page.js("sensorstream.state.connects")
+    page.errors.clear()
+    server.stop()   # SIGKILL
+    page.wait("sensorstream.state.conn === 'reconnecting' && sensorstream.state.attempt >= 1")
+    sync_api.expect(page.page.get_by_test_id("conn")).to_have_attribute("data-state", "reconnecting")
+    sync_api.expect(page.page.get_by_test_id("conn-text")).to_contain_text("Reconnecting (attempt")
+    down_at = time.time()
+    server.start()   # same port
+    page.wait("n => sensorstream.state.conn === 'connected' && sensorstream.state.connects > n", connects, timeout=20_000)
+    page.wait("t => sensorstream.snapshot('sim/imu').tLast > t + 1", down_at, timeout=WAIT)
+    sync_api.expect(page.page.get_by_test_id("conn-text")).to_have_text("Connected")
+    snap = page.js("sensorstream.snapshot('sim/imu')")
+    # the outage is marked as a gap; data from before it is kept
+    assert snap["tFirst"] < down_at - 1
+    assert any(g[0] <= down_at <= g[1] + 0.5 for g in snap["gaps"]), snap["gaps"]
+    assert page.js("performance.getEntriesByType('navigation').length") == 1
+    assert not [e for e in page.errors if not _is_ws_noise(e)], page.errors
+
+
+def test_drops_and_seq_gaps_are_marked(browser):
+    # The contract fake skips one sim/env seq every 20 batches and announces a
+    # dropped sim/power batch every 30.
+    with ServerProcess(["--skip-every", "20", "--dropped-every", "30"], fake=True) as srv:
+        ctx = browser.new_context(viewport={"width": 1200, "height": 800})
+        pg = Page(ctx.new_page())
+        try:
+            pg.page.goto(srv.url)
+            pg.wait("sensorstream.ids().length >= 3 && sensorstream.snapshot('sim/env').drops >= 1"
+                    " && sensorstream.snapshot('sim/power').drops >= 1", timeout=15_000)
+            for sid in ("sim/env", "sim/power"):
+                snap = pg.js("id => sensorstream.snapshot(id)", sid)
+                assert snap["gaps"], snap
+                sync_api.expect(pg.page.get_by_test_id(f"stream-{sid}").get_by_test_id("drops")).to_contain_text("dropped")
+            assert pg.js("sensorstream.snapshot('sim/imu').drops") == 0
+            assert not [e for e in pg.errors if not _is_ws_noise(e)], pg.errors
+        finally:
+            ctx.close()
