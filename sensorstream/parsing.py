@@ -154,7 +154,7 @@ class ClockMapper:
         """Wall-clock times for device times ``device`` (seconds, float64) read at ``arrival``.
 
         NaN device times (a sample without a usable timestamp) get the previous
-        output time (or ``arrival`` if there is none).
+        output time (or, with no previous one, the next one, or ``arrival``).
         """
         device = np.asarray(device, dtype=np.float64)
         out = np.empty_like(device)
@@ -192,8 +192,9 @@ class ClockMapper:
         np.maximum.accumulate(out, out=out)
         np.maximum(out, self._last_out, out=out)
         if out.size:
-            if out[0] == -math.inf:  # leading samples without a timestamp and no history
-                out[out == -math.inf] = arrival
+            if out[0] == -math.inf:  # leading samples without a timestamp, and no history:
+                k = int(np.count_nonzero(out == -math.inf))  # they take the first time after them
+                out[:k] = out[k] if k < out.size else arrival
             self._last_out = float(out[-1])
         return out
 
