@@ -41,6 +41,28 @@ function minmax(arr, a, b, out) {
   if (hi > out[1]) { out[1] = hi; out[3] = ihi; }
 }
 
+// CSS colour -> [r, g, b, a] through a 1x1 canvas (cached), and packed RGBA32 (little-endian).
+const colorCache = new Map();
+let colorCtx = null;
+export function rgba(css) {
+  let v = colorCache.get(css);
+  if (v) return v;
+  colorCtx ??= new OffscreenCanvas(1, 1).getContext("2d", { willReadFrequently: true });
+  colorCtx.clearRect(0, 0, 1, 1);
+  colorCtx.fillStyle = "#000";
+  colorCtx.fillStyle = css;
+  colorCtx.fillRect(0, 0, 1, 1);
+  const d = colorCtx.getImageData(0, 0, 1, 1).data;
+  v = [d[0], d[1], d[2], d[3] / 255];
+  colorCache.set(css, v);
+  return v;
+}
+function pack(r, g, b) { return ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0; }
+function solid32(css, bgCss) {
+  const [r, g, b, a] = rgba(css), [R, G, B] = rgba(bgCss);
+  return pack(Math.round(r * a + R * (1 - a)), Math.round(g * a + G * (1 - a)), Math.round(b * a + B * (1 - a)));
+}
+
 export class Chart {
   constructor(canvas, sv) {
     this.canvas = canvas;
@@ -187,72 +209,56 @@ export class Chart {
     const ky = ph / (y1 - y0), yBase = padT + ph;
     const Y = (v) => yBase - (v - y0) * ky;
 
-    // ---- grid and axes
+    // ---- ticks
+    const ys = niceStep(y1 - y0, Math.max(2, Math.floor(ph / (40 * dpr))));
+    const ydec = Math.max(0, -Math.floor(Math.log10(ys) + 1e-9)) + (ys / 10 ** Math.floor(Math.log10(ys)) === 2.5 ? 1 : 0);
+    const yTicks = [];
+    for (let v = Math.ceil(y0 / ys) * ys; v <= y1 + ys * 1e-6; v += ys) yTicks.push(v);
+    const minPx = 80 * dpr;
+    const tsStep = TIME_STEPS.find((st) => st / spp >= minPx) ?? TIME_STEPS[TIME_STEPS.length - 1];
+    const tTicks = [];
+    for (let t = Math.ceil(tStart / tsStep) * tsStep; t <= tEnd; t += tsStep) tTicks.push(t);
+
+    // ---- axis labels (outside the plot area)
     ctx.font = `${Math.round(11 * dpr)}px system-ui, sans-serif`;
-    ctx.lineWidth = Math.max(1, Math.round(dpr));
-    ctx.strokeStyle = theme.grid;
     ctx.fillStyle = theme.muted;
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    const ys = niceStep(y1 - y0, Math.max(2, Math.floor(ph / (40 * dpr))));
-    const ydec = Math.max(0, -Math.floor(Math.log10(ys) + 1e-9)) + (ys / 10 ** Math.floor(Math.log10(ys)) === 2.5 ? 1 : 0);
-    ctx.beginPath();
-    for (let v = Math.ceil(y0 / ys) * ys; v <= y1 + ys * 1e-6; v += ys) {
-      const y = Math.round(Y(v)) + 0.5;
-      ctx.moveTo(padL, y); ctx.lineTo(padL + pw, y);
-      ctx.fillText(Math.abs(v) < ys * 1e-6 ? "0" : v.toFixed(Math.min(ydec, 8)), padL - 4 * dpr, y);
-    }
-    const minPx = 80 * dpr;
-    const ts = TIME_STEPS.find((st) => st / spp >= minPx) ?? TIME_STEPS[TIME_STEPS.length - 1];
+    for (const v of yTicks) ctx.fillText(Math.abs(v) < ys * 1e-6 ? "0" : v.toFixed(Math.min(ydec, 8)), padL - 4 * dpr, Math.round(Y(v)));
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    for (let t = Math.ceil(tStart / ts) * ts; t <= tEnd; t += ts) {
-      const x = Math.round(padL + (t - tStart) / spp) + 0.5;
-      ctx.moveTo(x, padT); ctx.lineTo(x, padT + ph);
-      ctx.fillText(clockLabel(t, ts), x, padT + ph + 3 * dpr);
-    }
-    ctx.stroke();
+    for (const t of tTicks) ctx.fillText(clockLabel(t, tsStep), Math.round(padL + (t - tStart) / spp), padT + ph + 3 * dpr);
 
-    // ---- gaps (lost batches, outages): shaded, and lines break across them
     const gaps = s.gaps;
-    if (dense) this.breaks.fill(0);
-    ctx.fillStyle = theme.gap;
-    for (const g of gaps) {
-      if (g.t1 < tStart || g.t0 > tEnd) continue;
-      const x0 = padL + (g.t0 - tStart) / spp, x1 = padL + (g.t1 - tStart) / spp;
-      const w = Math.max(3 * dpr, x1 - x0);
-      ctx.fillRect(Math.max(padL, (x0 + x1) / 2 - w / 2), padT, Math.min(w, pw), ph);
-      if (dense) {
-        const k = Math.floor((g.t1 - tStart) / spp);
-        if (k >= 0 && k < pw) this.breaks[k] = 1;
-      }
-    }
-
-    // ---- lines
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(padL, padT, pw, ph);
-    ctx.clip();
-    ctx.lineWidth = 1.25 * dpr;
-    ctx.lineJoin = "round";
-    for (const c of shown) {
-      ctx.strokeStyle = theme.palette[c % theme.palette.length];
+    if (dense) {
+      points = this._rasterDense(L, shown, Y, yTicks, tTicks, theme);
+    } else {
+      // grid
+      ctx.lineWidth = Math.max(1, Math.round(dpr));
+      ctx.strokeStyle = theme.grid;
       ctx.beginPath();
-      let pen = false;
-      if (dense) {
-        const cl = this.colLo[c], ch = this.colHi[c], co = this.colOrd[c], br = this.breaks;
-        for (let k = 0; k < pw; k++) {
-          if (br[k]) pen = false;
-          const a = cl[k];
-          if (a !== a) continue;          // empty column: keep the pen, lines bridge it
-          const x = padL + k + 0.5;
-          let ya = Y(a), yb = Y(ch[k]);
-          if (co[k]) { const tmp = ya; ya = yb; yb = tmp; }
-          if (pen) ctx.lineTo(x, ya); else { ctx.moveTo(x, ya); pen = true; }
-          if (yb !== ya) { ctx.lineTo(x, yb); points++; }
-          points++;
-        }
-      } else {
+      for (const v of yTicks) { const y = Math.round(Y(v)) + 0.5; ctx.moveTo(padL, y); ctx.lineTo(padL + pw, y); }
+      for (const t of tTicks) { const x = Math.round(padL + (t - tStart) / spp) + 0.5; ctx.moveTo(x, padT); ctx.lineTo(x, padT + ph); }
+      ctx.stroke();
+      // gaps (lost batches, outages): shaded; lines break across them
+      ctx.fillStyle = theme.gap;
+      for (const g of gaps) {
+        if (g.t1 < tStart || g.t0 > tEnd) continue;
+        const x0 = padL + (g.t0 - tStart) / spp, x1 = padL + (g.t1 - tStart) / spp;
+        const w = Math.max(3 * dpr, x1 - x0);
+        ctx.fillRect(Math.max(padL, (x0 + x1) / 2 - w / 2), padT, Math.min(w, pw), ph);
+      }
+      // lines: few points, so anti-aliased canvas paths are cheap
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(padL, padT, pw, ph);
+      ctx.clip();
+      ctx.lineWidth = 1.25 * dpr;
+      ctx.lineJoin = "round";
+      for (const c of shown) {
+        ctx.strokeStyle = theme.palette[c % theme.palette.length];
+        ctx.beginPath();
+        let pen = false;
         const arr = s.v[c];
         let gi = 0, prevT = -Infinity;
         for (let i = i0; i < i1; i++) {
@@ -265,10 +271,10 @@ export class Chart {
           if (pen) ctx.lineTo(x, y); else { ctx.moveTo(x, y); if (i + 1 >= i1) ctx.lineTo(x + dpr, y); pen = true; }
           points++;
         }
+        ctx.stroke();
       }
-      ctx.stroke();
+      ctx.restore();
     }
-    ctx.restore();
 
     // ---- frame and hover cursor
     ctx.strokeStyle = theme.axis;
@@ -303,6 +309,66 @@ export class Chart {
     }
     this.hover = hover;
     if (stats) { stats.chartsDrawn++; stats.pointsDrawn += points; }
+    return points;
+  }
+
+  /**
+   * Dense view: the plot area is rasterised in JS into one ImageData. Each pixel
+   * column of each channel is one vertical span from the column's min to its max,
+   * extended to the previous column's last value so the trace is connected.
+   * Skia never strokes a long path, which in software rendering costs more than
+   * everything else put together.
+   */
+  _rasterDense(L, shown, Y, yTicks, tTicks, theme) {
+    const { pw, ph, padL, padT, tStart, tEnd, spp } = L;
+    if (!this.img || this.img.width !== pw || this.img.height !== ph) {
+      this.img = this.ctx.createImageData(pw, ph);
+      this.px = new Uint32Array(this.img.data.buffer);
+    }
+    const px = this.px;
+    px.fill(solid32(theme.bg, theme.bg));
+    const gapC = solid32(theme.gap, theme.bg), gridC = solid32(theme.grid, theme.bg);
+    const br = this.breaks;
+    br.fill(0);
+    for (const g of this.sv.series.gaps) {
+      if (g.t1 < tStart || g.t0 > tEnd) continue;
+      let x0 = Math.floor((g.t0 - tStart) / spp), x1 = Math.ceil((g.t1 - tStart) / spp);
+      if (x1 - x0 < 3) { const m = (x0 + x1) >> 1; x0 = m - 1; x1 = m + 2; }
+      x0 = Math.max(0, x0); x1 = Math.min(pw, x1);
+      for (let y = 0; y < ph; y++) px.fill(gapC, y * pw + x0, y * pw + x1);
+      const k = Math.floor((g.t1 - tStart) / spp);
+      if (k >= 0 && k < pw) br[k] = 1;
+    }
+    for (const v of yTicks) {
+      const y = Math.round(Y(v)) - padT;
+      if (y >= 0 && y < ph) px.fill(gridC, y * pw, y * pw + pw);
+    }
+    for (const t of tTicks) {
+      const x = Math.round((t - tStart) / spp);
+      if (x >= 0 && x < pw) for (let y = 0; y < ph; y++) px[y * pw + x] = gridC;
+    }
+    let points = 0;
+    const ymax = ph - 1;
+    for (const c of shown) {
+      const col = solid32(theme.palette[c % theme.palette.length], theme.bg);
+      const cl = this.colLo[c], ch = this.colHi[c], co = this.colOrd[c];
+      let pen = false, prevY = 0;
+      for (let k = 0; k < pw; k++) {
+        if (br[k]) pen = false;
+        const lo = cl[k];
+        if (lo !== lo) continue;   // empty column: the next span bridges it
+        const yTop = Math.round(Y(ch[k])) - padT, yBot = Math.round(Y(lo)) - padT;
+        let y0 = yTop, y1 = yBot;
+        if (pen) { if (prevY < y0) y0 = prevY; if (prevY > y1) y1 = prevY; }
+        prevY = co[k] ? yBot : yTop;   // the value that came last in this column
+        pen = true;
+        points += yTop === yBot ? 1 : 2;
+        if (y0 < 0) y0 = 0;
+        if (y1 > ymax) y1 = ymax;
+        for (let y = y0, i = y0 * pw + k; y <= y1; y++, i += pw) px[i] = col;
+      }
+    }
+    this.ctx.putImageData(this.img, padL, padT);
     return points;
   }
 

@@ -21,7 +21,10 @@ import time
 
 import pytest
 
-from .browser_util import ServerProcess, WsClient, chromium_path, launch_chromium
+try:
+    from .browser_util import ServerProcess, WsClient, chromium_path, launch_chromium
+except ImportError:  # tests/ collected as a rootdir, not a package
+    from browser_util import ServerProcess, WsClient, chromium_path, launch_chromium
 
 pytestmark = pytest.mark.browser
 
