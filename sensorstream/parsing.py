@@ -285,7 +285,25 @@ class _Framer:
 
 
 _POW10 = 10.0 ** np.arange(23)
-_FAST_DIGITS = 15  # a token of <= 15 chars has a mantissa < 2**53: exact in float64
+_FAST_LEN = 15  # a token of <= 15 characters has a mantissa < 10**15 < 2**53: exact in float64
+_U64 = np.uint64
+_ONES = _U64(0x0101010101010101)
+# Byte j of the last word holds 1 + the number of bytes after it (8 - j), of the word before
+# that, 16 - j: masked by a one-byte dot flag and byte-summed, it gives 1 + digits after the dot.
+_AFTER = np.array([sum((16 - j) << (8 * j) for j in range(8)), sum((8 - j) << (8 * j) for j in range(8))], dtype=_U64)
+
+
+def _byte_sum(words: np.ndarray) -> np.ndarray:
+    """Sum of the bytes of each row of uint64 words (every sum < 256)."""
+    total = words[:, 0] if words.shape[1] == 1 else words[:, 0] + words[:, 1]
+    return (total * _ONES) >> _U64(56)
+
+
+def _eight_digits(x: np.ndarray) -> np.ndarray:
+    """SWAR: 8 digit values (one per byte, 0..9) in little-endian uint64s -> their integer value."""
+    x = (x * _U64(2561)) >> _U64(8)
+    x = ((x & _U64(0x00FF00FF00FF00FF)) * _U64(6553601)) >> _U64(16)
+    return ((x & _U64(0x0000FFFF0000FFFF)) * _U64(42949672960001)) >> _U64(32)
 
 
 def _numbers(buf: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -294,61 +312,67 @@ def _numbers(buf: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns ``(values, invalid, starts)``: float64 values (NaN where a token is not a
     number), a bool mask of those, and each token's start offset in ``buf``.
 
-    Plain decimals (``-12.345``, ``7``, ``.5``; at most 15 characters) are parsed in bulk
-    with numpy: the tokens are gathered right-aligned into a (T, W) byte matrix and the
-    digits dotted with powers of ten, giving the integer mantissa exactly; one division
-    by a power of ten then rounds it correctly, so the result equals ``float(token)``.
+    Plain decimals (``-12.345``, ``7``, ``.5``; at most 15 characters) are parsed in
+    bulk, SWAR-style: each token's last 8 (or 16) bytes are loaded as little-endian
+    uint64 words, the bytes before the token shifted out, sign and dot masked to 0,
+    and the digits combined with three multiplies per word. That gives the decimal
+    mantissa exactly (< 2**53); the dot's place is taken out and one division by a
+    power of ten rounds correctly, so each value equals ``float(token)`` bit for bit.
     Anything else (exponents, nan/inf, long tokens, garbage) goes through ``float()``.
     """
+    n = len(buf)
     u = np.frombuffer(buf, dtype=np.uint8)
-    n = u.size
-    if n == 0:
-        z = np.empty(0, np.intp)
-        return np.empty(0, np.float64), np.empty(0, bool), z
     word = (u != 32) & (u != 10)
-    edge = np.empty(n + 1, dtype=bool)
-    edge[0] = word[0]
-    edge[n] = word[-1]
-    np.not_equal(word[1:], word[:-1], out=edge[1:n])
+    edge = np.zeros(n + 1, dtype=bool)
+    if n:
+        edge[0] = word[0]
+        edge[n] = word[-1]
+        np.not_equal(word[1:], word[:-1], out=edge[1:n])
     b = np.flatnonzero(edge)
     starts, ends = b[0::2], b[1::2]
     t = starts.size
     values = np.full(t, np.nan)
-    if t == 0:
-        return values, np.empty(0, bool), starts
-    lens = ends - starts
-    w = int(min(lens.max(), _FAST_DIGITS))
-    fast = lens <= _FAST_DIGITS
-    # Right-aligned windows: row i holds the w bytes ending at token i's end.
-    pad = np.full(w + n, 48, dtype=np.uint8)  # '0' before the buffer: the first token's window
-    pad[w:] = u
-    win = np.lib.stride_tricks.sliding_window_view(pad, w)[ends[fast]]  # ends[i] + w - w
-    outside = np.arange(w) < (w - lens[fast])[:, None]
-    win[outside] = 48  # bytes before the token count as leading zeros
-    d = win - 48  # uint8: digits are 0..9, everything else wraps to >= 10
-    nondigit = d >= 10
-    dot = win == 46
-    n_nondigit = nondigit.sum(axis=1)
-    n_dot = dot.sum(axis=1)
-    first = u[starts[fast]]
-    signed = (first == 45) | (first == 43)
-    ok = (n_nondigit == n_dot + signed) & (n_dot <= 1) & (lens[fast] > n_nondigit)
-    d[nondigit] = 0
-    s1 = d.astype(np.float64) @ _POW10[w - 1 :: -1]
-    # With a dot at column q the digits right of it were weighted one place too high
-    # (the dot took a place): s1 = hi*10**(frac+1) + lo, mantissa = hi*10**frac + lo.
-    frac = np.where(n_dot == 1, w - 1 - dot.argmax(axis=1), 0)
-    p = _POW10[frac]
-    hi = np.floor(s1 / (p * 10.0))
-    mant = np.where(n_dot == 1, hi * p + (s1 - hi * p * 10.0), s1)
-    v = mant / p
-    v[first == 45] *= -1.0
-    fast_idx = np.flatnonzero(fast)
-    values[fast_idx[ok]] = v[ok]
-    slow = np.ones(t, dtype=bool)
-    slow[fast_idx[ok]] = False
     invalid = np.zeros(t, dtype=bool)
-    for i in np.flatnonzero(slow).tolist():
+    if t == 0:
+        return values, invalid, starts
+    lens = ends - starts
+    nw = 1 if lens.max() <= 8 else 2
+    w = 8 * nw
+    # Unaligned uint64 loads: row i holds the w bytes ending at token i's end.
+    pad = np.frombuffer(bytes(w) + buf, dtype=np.uint8)
+    u64 = np.ndarray(shape=(pad.size - 7,), dtype="<u8", buffer=pad, strides=(1,))
+    x = np.empty((t, nw), dtype=_U64)
+    # Bytes before the token are the low-order ones: shift them out (to 0x00).
+    if nw == 1:
+        shift = (8 * (8 - lens)).astype(_U64)
+        x[:, 0] = (u64[ends] >> shift) << shift
+    else:
+        short = lens <= 8
+        shift = (8 * (16 - np.minimum(lens, 16))).astype(_U64)
+        s0 = np.where(short, 0, shift).astype(_U64)
+        s1 = np.where(short, shift - _U64(64), 0).astype(_U64)
+        x[:, 0] = np.where(short, 0, (u64[ends] >> s0) << s0)
+        x[:, 1] = (u64[ends + 8] >> s1) << s1
+    xb = x.view(np.uint8).reshape(t, w)
+    nondigit = ((xb - np.uint8(48)) > 9).view(_U64)  # 0/1 per byte: 0x00 padding, '.', '-', '+', ...
+    dots = (xb == 46).view(_U64)
+    n_nondigit = _byte_sum(nondigit).astype(np.intp) - (w - lens)
+    n_dot = _byte_sum(dots).astype(np.intp)
+    first = u[starts]
+    signed = (first == 45) | (first == 43)
+    ok = (n_nondigit == n_dot + signed) & (n_dot <= 1) & (lens > n_nondigit) & (lens <= _FAST_LEN)
+    digits = _eight_digits(x & ~(nondigit * _U64(0xFF)) & _U64(0x0F0F0F0F0F0F0F0F))
+    s1f = (digits[:, 0] if nw == 1 else digits[:, 0] * _U64(100_000_000) + digits[:, 1]).astype(np.float64)
+    # A dot takes a digit's place (as a 0): with f digits after it, s1 = hi * 10**(f+1) + lo
+    # and the mantissa is hi * 10**f + lo. Without a dot, q = 1 and the mantissa is s1.
+    frac = (_byte_sum((dots * _U64(0xFF)) & _AFTER[-nw:]).astype(np.intp) - 1) * (n_dot == 1)
+    q = _POW10[frac + (n_dot == 1)]
+    hi = np.floor(s1f / q)
+    p = _POW10[frac]
+    v = (hi * p + (s1f - hi * q)) / p
+    v *= np.where(first == 45, -1.0, 1.0)
+    values[ok] = v[ok]
+    for i in np.flatnonzero(~ok).tolist():
         try:
             values[i] = float(buf[starts[i] : ends[i]])
         except ValueError:
