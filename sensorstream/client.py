@@ -8,8 +8,11 @@
 It subscribes, decodes binary frames into numpy views, keeps the catalog up
 to date, and when the connection drops it reconnects with capped exponential
 backoff, subscribes again and asks for the history it missed. Batches already
-seen (same server session, seq not newer) are skipped, so a reconnect shows up
+seen (not newer than the last timestamp of their stream) are skipped, so a reconnect shows up
 as neither a gap (within the server's history) nor a duplicate.
+Stream keys are assumed stable across a reconnect to the same server; a
+restarted server may renumber them, and `client.streams` is refreshed from
+its hello.
 
 A background task drains the socket all the time, which is what keeps
 trio-websocket answering the server's pings while the caller is busy.
@@ -40,6 +43,7 @@ class ClientState:
     heartbeat_s: float | None = None
     connects: int = 0
     last_seq: dict[int, int] = field(default_factory=dict)
+    last_t_by_key: dict[int, float] = field(default_factory=dict)
     last_t: float | None = None
     dropped: dict[int, int] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -121,23 +125,23 @@ class Client:
             msg = await ws.get_message()
             if isinstance(msg, bytes):
                 batch = protocol.decode_batch(msg)
-                last = self.state.last_seq.get(batch.key)
-                if last is not None and batch.seq <= last:
-                    continue
-                self.state.last_seq[batch.key] = batch.seq
+                # Deduplicate by time, not seq: after a reconnect the history we
+                # asked for overlaps what we saw, and a restarted server starts
+                # its seq afresh while its clock does not.
                 if len(batch.timestamps):
                     t = float(batch.timestamps[-1])
+                    if t <= self.state.last_t_by_key.get(batch.key, -math.inf):
+                        continue
                     if math.isfinite(t):
+                        self.state.last_t_by_key[batch.key] = t
                         self.state.last_t = t
+                self.state.last_seq[batch.key] = batch.seq
                 await self._send.send(batch)
                 continue
             m = protocol.parse_server_message(msg)
             kind = m["type"]
             if kind == "hello":
-                if m["session"] != self.state.session:
-                    # A different server process: its seq numbers start afresh.
-                    self.state.last_seq.clear()
-                    self.state.session = m["session"]
+                self.state.session = m["session"]
                 self.state.heartbeat_s = m.get("heartbeat_s")
                 self.streams = {s["key"]: StreamInfo.from_json(s) for s in m["streams"]}
                 self.connected.set()

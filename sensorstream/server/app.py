@@ -167,7 +167,7 @@ class Server:
                 self._sessions_changed()
                 code = session.close_code
                 # Dead or stuck peers get no close handshake: it would only wait.
-                if code in (1000, 1001, 1008, 1009) and ws.closed is None and not session.overflowed:
+                if not session.abort and ws.closed is None:
                     with trio.move_on_after(cfg.close_timeout):
                         try:
                             await ws.aclose(code, session.close_reason[:120])

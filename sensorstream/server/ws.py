@@ -99,10 +99,14 @@ class _History:
 
 
 class CloseSession(Exception):
-    def __init__(self, reason: str, code: int = 1000):
+    """Ends a session. `abort`: the peer is dead or stuck (or a write was cut off
+    mid-frame), so no close handshake is attempted: the socket is just closed."""
+
+    def __init__(self, reason: str, code: int = 1000, abort: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+        self.abort = abort
 
 
 class ClientSession:
@@ -121,6 +125,7 @@ class ClientSession:
         self.subscriptions: set[str] = set()
         self._wake = trio.Event()
         self.overflowed = False
+        self.abort = False  # close without a handshake (dead or stuck peer)
         self.close_reason = "closed"
         self.close_code = 1000
         self.frames_sent = 0
@@ -144,6 +149,7 @@ class ClientSession:
         if self.n_control > self.cfg.queue_control and not self.overflowed:
             # Never drop control messages; a client this far behind is cut off.
             self.overflowed = True
+            self.abort = True
             self.stats.slow_control_closed_total += 1
             self.stop("control queue overflow (client too slow)", 1008)
         self._wake.set()
@@ -190,7 +196,7 @@ class ClientSession:
                 self.close_reason = f"client closed ({r.code if r else 'no close frame'})"
                 self.close_code = r.code if r and r.code else 1006
         except CloseSession as e:
-            self.close_reason, self.close_code = e.reason, e.code
+            self.close_reason, self.close_code, self.abort = e.reason, e.code, e.abort
         finally:
             if self._cancel is not None:
                 self._cancel.cancel()
@@ -234,7 +240,7 @@ class ClientSession:
         if not keys:
             return
         gone = set(keys)
-        kept = collections.deque()
+        kept = []
         for item in self.queue:
             if type(item) is Frame and item.key in gone:
                 self.n_data -= 1
@@ -244,7 +250,9 @@ class ClientSession:
                     kept.append(_History(frames))
             else:
                 kept.append(item)
-        self.queue = kept
+        # In place: the sender task holds a reference to this deque.
+        self.queue.clear()
+        self.queue.extend(kept)
         for k in gone:
             self.dropped.pop(k, None)
 
@@ -258,7 +266,7 @@ class ClientSession:
                 await send_preframed(self.ws, data)
         except trio.TooSlowError:
             self.stats.send_timeouts_total += 1
-            raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008) from None
+            raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008, abort=True) from None
         self.frames_sent += frames
         self.stats.frames_sent_total += frames
         self.stats.bytes_sent_total += len(data)
@@ -303,7 +311,7 @@ class ClientSession:
             await self._send_text(text)
         except trio.TooSlowError:
             self.stats.send_timeouts_total += 1
-            raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008) from None
+            raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008, abort=True) from None
 
     async def _send_history(self, frames: list[Frame]) -> None:
         parts: list[bytes] = []
@@ -325,4 +333,4 @@ class ClientSession:
                 await self.ws.ping()
             if waited.cancelled_caught:
                 self.stats.ping_timeouts_total += 1
-                raise CloseSession(f"ping timeout (no pong in {self.cfg.ping_timeout:g} s)", 1011)
+                raise CloseSession(f"ping timeout (no pong in {self.cfg.ping_timeout:g} s)", 1011, abort=True)
