@@ -12,6 +12,7 @@ import trio
 
 from . import __version__
 from .config import ServerConfig
+from .sources import serial_cli
 
 
 def _late(spec: str) -> tuple[str, float]:
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--imu-rate", type=float, default=None, help="simulated IMU sample rate in Hz (default: its profile's, 200)")
     g.add_argument("--simulate-late", type=_late, action="append", default=[], metavar="ID:SECONDS",
                    help="add a simulated stream ID after SECONDS (shows streams appearing live)")
+    serial_cli.add_serve_arguments(s.add_argument_group("serial devices"))
     g = s.add_argument_group("batching and history")
     g.add_argument("--window-ms", type=float, default=d.window_s * 1000, help="batch window")
     g.add_argument("--max-batch", type=int, default=d.max_batch_samples, help="most samples in one batch")
@@ -57,22 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--history", type=float, default=0.0, help="start with this many seconds of history")
     t.add_argument("--count", type=int, default=0, help="stop after this many samples (0: run until Ctrl-C)")
     t.add_argument("--batches", action="store_true", help="one line per batch instead of per sample")
+    serial_cli.add_subcommands(sub)
     return p
 
 
 def config_from_args(a: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(
+    cfg = ServerConfig(
         host=a.host, port=a.port, simulate=a.simulate, seed=a.seed, imu_rate=a.imu_rate, simulate_late=a.simulate_late,
         window_s=a.window_ms / 1000, max_batch_samples=a.max_batch, history_s=a.history_s, history_mb=a.history_mb,
         ping_interval=a.ping_interval, ping_timeout=a.ping_timeout, send_timeout=a.send_timeout,
         heartbeat_s=a.heartbeat, queue_batches=a.queue_batches,
     )
+    serial_cli.apply_args(cfg, a)
+    return cfg
 
 
 async def serve(cfg: ServerConfig) -> None:
     from .server.app import Server
 
     server = Server(cfg)
+    serial_cli.add_sources(server, cfg)
     # Signals are handled as events, not KeyboardInterrupt, so shutdown is an
     # ordinary code path: close clients with 1001, stop sources, exit 0.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -128,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:
             pass
         return 0
-    return 2
+    rc = serial_cli.run_subcommand(a)
+    return 2 if rc is None else rc
 
 
 if __name__ == "__main__":
