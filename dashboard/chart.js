@@ -224,7 +224,8 @@ export class Chart {
     ctx.fillStyle = theme.muted;
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    for (const v of yTicks) ctx.fillText(Math.abs(v) < ys * 1e-6 ? "0" : v.toFixed(Math.min(ydec, 8)), padL - 4 * dpr, Math.round(Y(v)));
+    const yLo = padT + 6 * dpr, yHi = padT + ph - 7 * dpr;   // keep labels clear of the time axis
+    for (const v of yTicks) ctx.fillText(Math.abs(v) < ys * 1e-6 ? "0" : v.toFixed(Math.min(ydec, 8)), padL - 4 * dpr, Math.min(yHi, Math.max(yLo, Math.round(Y(v)))));
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
     for (const t of tTicks) ctx.fillText(clockLabel(t, tsStep), Math.round(padL + (t - tStart) / spp), padT + ph + 3 * dpr);
