@@ -287,7 +287,7 @@ class _Framer:
 
 _POW10 = 10.0 ** np.arange(23)
 #: Below this many bytes, :func:`_numbers` converts token by token (see there).
-SMALL_BYTES = 6000
+SMALL_BYTES = 2048
 _FAST_LEN = 15  # a token of <= 15 characters has a mantissa < 10**15 < 2**53: exact in float64
 _U64 = np.uint64
 _ONES = _U64(0x0101010101010101)
@@ -428,6 +428,14 @@ _CSV_SEPARATORS = bytes.maketrans(b",;\t\v\f", b"     ")
 _CSV_FIELD_SPLIT = re.compile(rb"[,;]")
 
 
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A labels line shape seen before: its labels in order, as a regex and channel indices."""
+
+    regex: re.Pattern[bytes]  # MULTILINE, ^...$, one group per value; no \\s (it would cross lines)
+    index: list[int]
+
+
 def _good_label(label: str) -> bool:
     return label.isprintable() and "\ufffd" not in label
 
@@ -446,14 +454,8 @@ def _label_pairs(line: bytes) -> list[tuple[str, bytes]] | None:
     return [(lab, val.encode()) for lab, val in pairs]
 
 
-def _json_fields(line: bytes, c: ParseCounters) -> list[tuple[str, Any]] | None:
-    """(name, raw value) of a JSON-object line, one nesting level flattened as ``outer.inner``."""
-    try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(obj, dict):
-        return None
+def _json_fields(obj: dict[str, Any], c: ParseCounters) -> list[tuple[str, Any]]:
+    """(name, raw value) of a JSON object, one nesting level flattened as ``outer.inner``."""
     out: list[tuple[str, Any]] = []
     for k, v in obj.items():
         if isinstance(v, (dict, list)):
@@ -466,6 +468,10 @@ def _json_fields(line: bytes, c: ParseCounters) -> list[tuple[str, Any]] | None:
         else:
             out.append((k, v))
     return out
+
+
+_JSON_DECODE = json.JSONDecoder().decode
+_JSON_PLAIN = frozenset((int, float))  # not bool: True is 1.0, but takes the careful path
 
 
 def _json_number(v: Any) -> float | None:
@@ -552,8 +558,9 @@ class LineParser:
         self._affine = False
         # labels/json: label -> channel index (or _TS / _REJECTED); cached labels layouts.
         self._index: dict[str, int] = {}
-        self._layouts: dict[tuple[str, ...], tuple[re.Pattern[bytes], list[int]]] = {}
-        self._layout: tuple[re.Pattern[bytes], list[int]] | None = None
+        self._layouts: dict[tuple[str, ...], _Layout] = {}
+        self._layout: _Layout | None = None
+        self._json_layouts: dict[tuple[str, ...], list[int]] = {}
         # csv: column layout.
         self._ncols: int | None = None
         self._ts_col: int | None = None
@@ -678,12 +685,15 @@ class LineParser:
 
     # ----------------------------------------------------------------- labels
 
-    def _layout_for(self, labels: tuple[str, ...]) -> tuple[re.Pattern[bytes], list[int]]:
+    def _layout_for(self, labels: tuple[str, ...]) -> _Layout:
         lay = self._layouts.get(labels)
         if lay is None:
-            sep = rb"[\s,;]+"
-            body = sep.join(re.escape(lab.encode()) + rb"\s*[:=]\s*([^\s,;:=]+)" for lab in labels)
-            lay = (re.compile(rb"[\s,;]*" + body + rb"[\s,;]*"), [self._index[lab] for lab in labels])
+            value = rb"[ \t]*[:=][ \t]*([^\s,;:=]+)"
+            body = rb"[ \t,;]+".join(re.escape(lab.encode()) + value for lab in labels)
+            lay = _Layout(
+                re.compile(rb"^[ \t,;]*" + body + rb"[ \t,;]*$", re.MULTILINE),
+                [self._index[lab] for lab in labels],
+            )
             if len(self._layouts) >= 64:
                 self._layouts.clear()
             self._layouts[labels] = lay
@@ -691,17 +701,28 @@ class LineParser:
 
     def _parse_labels(self, lines: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
         c = self.counters
+        layout = self._layout
+        if layout is not None:
+            # Steady state: every line has the last layout. One findall over the chunk
+            # (the pattern cannot cross a line) tells, and hands over all the values.
+            found = layout.regex.findall(b"\n".join(lines))
+            if len(found) == len(lines):
+                c.lines_ok += len(lines)
+                k = len(layout.index)
+                toks = list(chain.from_iterable(found)) if k > 1 else found
+                vals, invalid, _ = _numbers(b" ".join(toks))
+                c.values_invalid += int(np.count_nonzero(invalid))
+                return self._scatter([k] * len(lines), layout.index * len(lines), vals)
         counts: list[int] = []
         idx: list[int] = []
-        toks: list[bytes] = []
-        layout = self._layout
+        toks = []
         for line in lines:
             if layout is not None:
-                m = layout[0].fullmatch(line)
+                m = layout.regex.fullmatch(line)
                 if m is not None:
                     toks.extend(m.groups())
-                    idx.extend(layout[1])
-                    counts.append(len(layout[1]))
+                    idx.extend(layout.index)
+                    counts.append(len(layout.index))
                     continue
             pairs = _label_pairs(line)
             if not pairs:
@@ -741,46 +762,80 @@ class LineParser:
         c = self.counters
         counts: list[int] = []
         idx: list[int] = []
-        vals: list[float] = []
-        nan = math.nan
+        vals: list[Any] = []
+        layouts = self._json_layouts
         for line in lines:
-            items = _json_fields(line, c)
-            if items is None:
+            try:
+                obj = _JSON_DECODE(line.decode())
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+                obj = None
+            if type(obj) is not dict:
                 if line.strip():
                     c.lines_malformed += 1
                     c.bytes_discarded += len(line)
                 else:
                     c.lines_empty += 1
                 continue
-            k = 0
-            usable = False
-            for name, raw in items:
-                v = _json_number(raw)
-                i = self._label_index(name, v)
-                if i is None or i == _REJECTED:
-                    if i is None:
-                        c.values_invalid += 1
-                    else:
-                        idx.append(i)
-                        vals.append(nan)
-                        k += 1
+            # Fast path: a flat object with a key order seen before, all values int/float.
+            lay = layouts.get(tuple(obj))
+            if lay is not None:
+                vs = list(obj.values())
+                if _JSON_PLAIN.issuperset(map(type, vs)):
+                    idx.extend(lay)
+                    vals.extend(vs)
+                    counts.append(len(lay))
                     continue
-                usable = True
-                if v is None:
-                    c.values_invalid += 1
-                    v = nan
-                idx.append(i)
-                vals.append(v)
-                k += 1
-            if not usable:
-                del idx[len(idx) - k :], vals[len(vals) - k :]
-                c.labels_rejected += k
+            k = self._json_object(obj, idx, vals)
+            if k is None:
                 c.lines_malformed += 1
                 c.bytes_discarded += len(line)
-                continue
-            counts.append(k)
+            else:
+                counts.append(k)
         c.lines_ok += len(counts)
-        return self._scatter(counts, idx, np.asarray(vals, dtype=np.float64))
+        try:
+            arr = np.asarray(vals, dtype=np.float64)
+        except OverflowError:  # an integer beyond float range (fast path): NaN, counted
+            arr = np.empty(len(vals))
+            for j, v in enumerate(vals):
+                try:
+                    arr[j] = v
+                except OverflowError:
+                    arr[j] = math.nan
+                    c.values_invalid += 1
+        return self._scatter(counts, idx, arr)
+
+    def _json_object(self, obj: dict[str, Any], idx: list[int], vals: list[Any]) -> int | None:
+        """Append one object's (index, value) pairs; the count, or None if none is usable."""
+        c = self.counters
+        items = _json_fields(obj, c)
+        k = 0
+        usable = False
+        cacheable = len(items) == len(obj)  # flat
+        for name, raw in items:
+            v = _json_number(raw)
+            cacheable = cacheable and type(raw) in _JSON_PLAIN
+            i = self._label_index(name, v)
+            if i is None:
+                c.values_invalid += 1
+                cacheable = False
+                continue
+            if i != _REJECTED:
+                usable = True
+            if v is None:
+                c.values_invalid += 1
+                v = math.nan
+            idx.append(i)
+            vals.append(v)
+            k += 1
+        if not usable:
+            del idx[len(idx) - k :], vals[len(vals) - k :]
+            c.labels_rejected += k
+            return None
+        if cacheable:
+            if len(self._json_layouts) >= 64:
+                self._json_layouts.clear()
+            self._json_layouts[tuple(obj)] = idx[len(idx) - k :]
+        return k
 
     # ----------------------------------------------------------------- csv
 

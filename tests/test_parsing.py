@@ -14,6 +14,7 @@ import pytest
 from sensorstream import cobs
 from sensorstream.parsing import (
     CSV_RELAYOUT_AFTER,
+    SMALL_BYTES,
     BinaryRecordParser,
     ClockMapper,
     LineParser,
@@ -265,10 +266,11 @@ def test_csv_columns_past_max_channels_are_counted():
     assert p.counters.labels_rejected == 2
 
 
-def test_numbers_match_float_exactly():
+@pytest.mark.parametrize("n_tokens", [40, 4000])  # the small path and the bulk path
+def test_numbers_match_float_exactly(n_tokens):
     rng = random.Random(7)
     toks = []
-    for _ in range(4000):
+    for _ in range(n_tokens):
         kind = rng.random()
         if kind < 0.6:
             toks.append(f"{rng.uniform(-1e6, 1e6):.{rng.randint(0, 9)}f}")
@@ -277,28 +279,32 @@ def test_numbers_match_float_exactly():
         else:
             toks.append(
                 rng.choice(
-                    ["1e5", "-2.5E-3", "nan", "-inf", "+7", ".5", "5.", "-.25", "0", "-0",
-                     "12345678901234567890", "0.000000000000001234", "1_0"]
+                    ["1e5", "-2.5E-3", "nan", "-inf", "+7", ".5", "5.", "-.25", "0", "-0", "+0.0",
+                     "12345678901234567890", "0.000000000000001234", "1_0", "99999999.9999999"]
                 )
             )  # fmt: skip
-    buf = " ".join(toks).encode()
-    values, invalid, starts = _numbers(buf)
+    lines = [" ".join(toks[i : i + 7]) for i in range(0, len(toks), 7)]
+    buf = "\n".join(lines).encode()
+    assert (len(buf) < SMALL_BYTES) == (n_tokens == 40)
+    values, invalid, line_of = _numbers(buf)
     assert not invalid.any()
     expected = [float(t) for t in toks]
     assert same(values, expected, np.float64)
     assert np.array_equal(np.signbit(values), np.signbit(expected))
-    assert starts.tolist()[:2] == [0, len(toks[0]) + 1]
+    assert line_of.tolist() == [i // 7 for i in range(len(toks))]
 
 
-@pytest.mark.parametrize("tok", ["-", "+", ".", "+-1", "1-", "1.2.3", "--1", "e5", "1e", "abc", "\x00", "1\x002", "١٢"])
-def test_numbers_reject_what_float_rejects(tok):
-    values, invalid, _ = _numbers(tok.encode() + b" 1")
+@pytest.mark.parametrize("pad", [0, SMALL_BYTES])
+@pytest.mark.parametrize("tok", ["-", "+", ".", "+-1", "1-", "1.2.3", "--1", "e5", "1e", "abc", "\x00", "1\x002", "١٢", "1.-2", "-1.2.", "."*9, "1"*16])
+def test_numbers_reject_what_float_rejects(tok, pad):
+    values, invalid, _ = _numbers(tok.encode() + b" 1" * (1 + pad // 2))
+    assert not invalid[1:].any()
     try:
         ref = float(tok.encode())
     except ValueError:
-        assert invalid.tolist() == [True, False] and math.isnan(values[0])
+        assert invalid[0] and math.isnan(values[0])
     else:
-        assert values[0] == ref
+        assert not invalid[0] and values[0] == ref
 
 
 # --------------------------------------------------------------------------- labels
@@ -410,6 +416,13 @@ def test_json_deep_nesting_and_huge_numbers_do_not_raise():
     rows(p, b"[" * 3000 + b"\n" + b'{"a": ' + b"9" * 400 + b"}\n" + b'{"b": 1e999}\n')
     assert p.channel_names == ["b"]
     assert p.counters.lines_malformed == 2
+
+
+def test_json_known_layout_with_a_huge_integer():
+    p = LineParser("json", discard_first_partial=False)
+    out = rows(p, b'{"a": 1, "b": 2}\n{"a": 3, "b": 4}\n{"a": ' + b"9" * 400 + b', "b": 5}\n{"b": 6, "a": true}\n')
+    assert same(out, [[1, 2], [3, 4], [NAN, 5], [1, 6]])
+    assert p.counters.values_invalid == 1
 
 
 def test_json_timestamp_field_seconds():
