@@ -697,3 +697,25 @@ def test_make_parser_kinds_and_errors():
     ):
         with pytest.raises(ValueError):
             make_parser(bad)
+
+
+def _profile(name):
+    return tomllib.loads((DEVICES / name).read_text())
+
+
+def test_profiles_parse_their_documented_lines():
+    pico = make_parser(_profile("pico-csv.toml"))
+    out = pico.feed(b"999,1,1\n1000,14000,32767\n", 10.0)
+    assert pico.channel_names == ["temperature", "light"]
+    assert out.values[:, 0].tolist() == pytest.approx([27.06, 0.5], abs=0.01)
+
+    ard = make_parser(_profile("arduino-plotter.toml"))
+    out = ard.feed(b"junk\nt:12345 a0:1.234 a1:0.567 a2:2.345 sine:0.707\r\n", 10.0)
+    assert ard.channel_names == ["a0", "a1", "a2", "sine"] and len(out) == 1
+
+    esp = make_parser(_profile("esp32-imu-json.toml"))
+    line = b'{"t": 123456, "imu": {"ax": 0.12, "ay": -0.03, "az": 9.79, "gx": 0.001, "gy": 0.0, "gz": -0.002}, "temp": 31.5}\n'
+    out = esp.feed(b"\n" + line, 10.0)
+    assert esp.channel_names == ["imu.ax", "imu.ay", "imu.az", "imu.gx", "imu.gy", "imu.gz", "temp"]
+    assert same(out.values[:, 0], [0.12, -0.03, 9.79, 0.001, 0.0, -0.002, 31.5])
+    assert list(profile_units(_profile("esp32-imu-json.toml")).values())[0] == "m/s²"
