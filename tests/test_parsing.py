@@ -707,7 +707,7 @@ def test_profiles_parse_their_documented_lines():
     pico = make_parser(_profile("pico-csv.toml"))
     out = pico.feed(b"999,1,1\n1000,14000,32767\n", 10.0)
     assert pico.channel_names == ["temperature", "light"]
-    assert out.values[:, 0].tolist() == pytest.approx([27.06, 0.5], abs=0.01)
+    assert out.values[:, 0].tolist() == pytest.approx([27.60, 0.5], abs=0.01)  # 27 - (0.70497 - 0.706) / 0.001721
 
     ard = make_parser(_profile("arduino-plotter.toml"))
     out = ard.feed(b"junk\nt:12345 a0:1.234 a1:0.567 a2:2.345 sine:0.707\r\n", 10.0)
