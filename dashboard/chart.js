@@ -228,7 +228,11 @@ export class Chart {
     for (const v of yTicks) ctx.fillText(Math.abs(v) < ys * 1e-6 ? "0" : v.toFixed(Math.min(ydec, 8)), padL - 4 * dpr, Math.min(yHi, Math.max(yLo, Math.round(Y(v)))));
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    for (const t of tTicks) ctx.fillText(clockLabel(t, tsStep), Math.round(padL + (t - tStart) / spp), padT + ph + 3 * dpr);
+    for (const t of tTicks) {
+      const label = clockLabel(t, tsStep), x = Math.round(padL + (t - tStart) / spp);
+      const half = ctx.measureText(label).width / 2;
+      if (x + half <= W - 1 && x - half >= 1) ctx.fillText(label, x, padT + ph + 3 * dpr);   // whole labels only
+    }
 
     const gaps = s.gaps;
     if (dense) {
