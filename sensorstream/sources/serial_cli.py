@@ -1,30 +1,107 @@
-"""Command-line wiring for serial sources (issue 3 fills this in).
-
-cli.py calls these three hooks, so everything serial-specific on the command
-line lives next to the serial source.
-"""
+"""Command-line wiring for serial sources: `serve --serial/--device`, `ports`, `simulate --pty`."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
+import signal
+import sys
+
+import trio
+
+log = logging.getLogger(__name__)
 
 
 def add_serve_arguments(group: argparse._ArgumentGroup) -> None:
-    """Flags of `sensorstream serve` for serial ports and device profiles."""
+    group.add_argument("--serial", action="append", default=[], metavar="PORT[@BAUD]",
+                       help="read a serial port (a path like /dev/ttyUSB0, or a pyserial URL such as "
+                            "socket://host:port, rfc2217://host:port, loop://); repeatable; format auto-detected")
+    group.add_argument("--baud", type=int, default=115200, help="baud rate for --serial ports without @BAUD")
+    group.add_argument("--device", action="append", default=[], metavar="PROFILE.toml",
+                       help="read a serial device described by a profile (devices/*.toml); repeatable")
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
-    """Extra subcommands (`ports`, `simulate --pty`)."""
+    sub.add_parser("ports", help="list serial ports (device, description, VID:PID, serial number)")
+    s = sub.add_parser("simulate", help="a simulated serial device on a pseudo-terminal (try the serial path without hardware)")
+    s.add_argument("--pty", action="store_true", required=True, help="create a pseudo-terminal and print its path")
+    s.add_argument("--format", choices=["labels", "csv", "json", "cobs"], default="labels", help="what the fake device sends")
+    s.add_argument("--profile", default="sim-imu", help="simulator profile: a name in devices/ (sim-imu, sim-env, sim-power) or a path")
+    s.add_argument("--rate", type=float, default=None, help="samples per second (default: the profile's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--link", default=None, help="also create a symlink to the pty at this path (stable name for replug tests)")
 
 
 def apply_args(cfg, args: argparse.Namespace) -> None:
-    """Copy parsed serial flags into the ServerConfig."""
+    cfg.serial = list(args.serial)
+    cfg.baud = args.baud
+    cfg.devices = list(args.device)
+
+
+def build_specs(cfg) -> list:
+    from .serial import load_device_profile, spec_from_arg
+
+    specs = [spec_from_arg(a, cfg.baud) for a in cfg.serial]
+    specs += [load_device_profile(p) for p in cfg.devices]
+    seen = set()
+    for s in specs:
+        if s.stream_id in seen:
+            raise SystemExit(f"sensorstream: two serial sources would both be stream {s.stream_id!r}")
+        seen.add(s.stream_id)
+    return specs
 
 
 def add_sources(server, cfg) -> None:
-    """Register one source task per configured serial port / device profile."""
+    from .serial import run_serial
+
+    for spec in build_specs(cfg):
+        server.add_source(functools.partial(run_serial, server.hub, spec, window_s=cfg.window_s, max_samples=cfg.max_batch_samples))
 
 
 def run_subcommand(args: argparse.Namespace) -> int | None:
-    """Run an extra subcommand; None if `args.command` is not one of ours."""
+    if args.command == "ports":
+        from .serial import list_ports
+
+        rows = list_ports()
+        if not rows:
+            print("no serial ports found")
+            return 0
+        cols = ["device", "description", "vid_pid", "serial_number"]
+        widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
+        print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
+        for r in rows:
+            print("  ".join(r[c].ljust(w) for c, w in zip(cols, widths)))
+        return 0
+    if args.command == "simulate":
+        return _simulate(args)
     return None
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .pty_sim import run_pty_device
+    from .simulator import devices_dir, load_profile
+
+    p = Path(args.profile)
+    if not p.exists():
+        p = devices_dir() / (args.profile if args.profile.endswith(".toml") else args.profile + ".toml")
+    profile = load_profile(p)
+    if args.rate:
+        profile = profile.with_rate(args.rate)
+
+    async def main():
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                path = await nursery.start(functools.partial(run_pty_device, profile, args.format, seed=args.seed, link=args.link))
+                names = ",".join(c.name for c in profile.channels)
+                print(f"PTY {path}", flush=True)
+                print(f"simulating {profile.id} ({names}) at {profile.rate_hz:g} Hz as {args.format}; "
+                      f"try: sensorstream serve --serial {path}", file=sys.stderr, flush=True)
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return 0

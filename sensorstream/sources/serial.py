@@ -1,0 +1,275 @@
+"""Serial ports as sources: pyserial to open them, trio to wait on them.
+
+One `run_serial` task per port. It opens the port (a path, a pyserial URL such
+as `socket://host:port`, `rfc2217://host:port` or `loop://`, or whatever port
+matches the profile's VID:PID / serial number), feeds what it reads to the
+sans-I/O parser (parsing.py) and the parsed samples to a StreamFeed.
+
+Reads never block the event loop: on POSIX the port's file descriptor is
+awaited with `trio.lowlevel.wait_readable`, and only then read; URL ports and
+other platforms fall back to a worker thread with a short read timeout.
+
+When the port fails (EIO, a vanished device, a closed pseudo-terminal) the
+stream becomes `disconnected`, everything else keeps running, and the task
+retries with capped exponential backoff. When the port comes back, at the same
+path or (with a VID:PID/serial-number match) at a new one, the same stream
+continues, seq still increasing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import serial
+import serial.tools.list_ports
+import trio
+
+from ..hub import Hub
+from ..parsing import make_parser, profile_units
+from ..protocol import Channel
+from .feed import StreamFeed
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 5.0
+ERROR_LOG_INTERVAL = 5.0  # at most one parse-error summary per stream this often
+
+
+@dataclass
+class SerialSpec:
+    """Everything needed to find, open and decode one serial device."""
+
+    stream_id: str
+    path: str | None = None  # a device path or a pyserial URL
+    baud: int = 115200
+    vid_pid: str | None = None  # "2341:0043"
+    serial_number: str | None = None
+    device: str = ""
+    rate_hz: float | None = None
+    profile: dict[str, Any] = field(default_factory=dict)  # the TOML document (format, channels)
+
+    @property
+    def is_url(self) -> bool:
+        return bool(self.path) and "://" in self.path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "port"
+
+
+def spec_from_arg(arg: str, default_baud: int = 115200) -> SerialSpec:
+    """`--serial PORT` or `--serial PORT@BAUD` (URLs allowed: socket://host:1234@9600)."""
+    path, baud = arg, default_baud
+    head, sep, tail = arg.rpartition("@")
+    if sep and tail.isdigit() and head:
+        path, baud = head, int(tail)
+    if "://" in path:
+        name = path.split("://", 1)[1]
+    elif path.startswith("/dev/pts/"):
+        name = "pts-" + path.rsplit("/", 1)[1]  # a pseudo-terminal: "serial/0" would say nothing
+    else:
+        name = os.path.basename(path.rstrip("/"))
+    return SerialSpec(stream_id=f"serial/{_slug(name)}", path=path, baud=baud, device="serial")
+
+
+def load_device_profile(path: str | os.PathLike) -> SerialSpec:
+    """A device profile (docs/devices.md) -> SerialSpec. Raises ValueError with the reason."""
+    with open(path, "rb") as f:
+        doc = tomllib.load(f)
+    port = doc.get("port", {})
+    stream = doc.get("stream", {})
+    if not (port.get("path") or port.get("vid_pid") or port.get("serial_number")):
+        raise ValueError(f"{path}: [port] needs path, vid_pid or serial_number")
+    make_parser(doc)  # validate the [format] and [[channels]] tables now, not at first data
+    sid = stream.get("id") or f"serial/{_slug(Path(path).stem)}"
+    rate = stream.get("rate_hz")
+    return SerialSpec(
+        stream_id=str(sid),
+        path=port.get("path"),
+        baud=int(port.get("baud", 115200)),
+        vid_pid=port.get("vid_pid"),
+        serial_number=port.get("serial_number"),
+        device=str(stream.get("device", "")),
+        rate_hz=None if rate is None else float(rate),
+        profile=doc,
+    )
+
+
+# ----------------------------------------------------------------- finding ports
+
+
+def match_port(ports: Iterable[Any], vid_pid: str | None, serial_number: str | None) -> str | None:
+    """The device path of the first port whose VID:PID and serial number match (pure, testable).
+
+    `ports` are `serial.tools.list_ports` ListPortInfo objects (anything with
+    .device, .vid, .pid, .serial_number)."""
+    want_vid = want_pid = None
+    if vid_pid:
+        v, _, p = vid_pid.partition(":")
+        want_vid, want_pid = int(v, 16), int(p, 16)
+    for info in ports:
+        if want_vid is not None and (info.vid != want_vid or info.pid != want_pid):
+            continue
+        if serial_number and (info.serial_number or "") != serial_number:
+            continue
+        return info.device
+    return None
+
+
+def find_port(spec: SerialSpec) -> str | None:
+    """Where the device is now (None if absent)."""
+    if spec.vid_pid or spec.serial_number:
+        found = match_port(serial.tools.list_ports.comports(), spec.vid_pid, spec.serial_number)
+        if found:
+            return found
+    if spec.path and (spec.is_url or os.path.exists(spec.path)):
+        return spec.path
+    return None
+
+
+def list_ports() -> list[dict[str, str]]:
+    rows = []
+    for p in sorted(serial.tools.list_ports.comports(), key=lambda p: p.device):
+        rows.append({
+            "device": p.device,
+            "description": p.description or "",
+            "vid_pid": f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None and p.pid is not None else "",
+            "serial_number": p.serial_number or "",
+        })
+    return rows
+
+
+# ----------------------------------------------------------------- reading
+
+
+class PortGone(Exception):
+    """The port failed or vanished while open."""
+
+
+def _open(path: str, baud: int) -> serial.SerialBase:
+    if "://" in path:
+        # URL ports: a short timeout lets the reader thread notice cancellation.
+        return serial.serial_for_url(path, baudrate=baud, timeout=0.1)
+    return serial.Serial(path, baudrate=baud, timeout=0)
+
+
+async def _read_chunks(ser: serial.SerialBase):
+    """Yield (bytes, arrival_time) as they arrive; raise PortGone when the port fails."""
+    if type(ser) is serial.Serial and hasattr(ser, "fd"):
+        fd = ser.fileno()
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError as e:  # EIO when a USB device or a pty's other end goes away
+                raise PortGone(f"{e.strerror or e}") from None
+            if not data:
+                # Readable but empty: the device is gone (what pyserial reports too).
+                raise PortGone("port returned no data (device disconnected?)")
+            yield data, time.time()
+    else:
+        def read() -> bytes:
+            return ser.read(max(1, min(ser.in_waiting, READ_SIZE)))
+
+        while True:
+            try:
+                data = await trio.to_thread.run_sync(read, abandon_on_cancel=True)
+            except (serial.SerialException, OSError) as e:
+                raise PortGone(str(e)) from None
+            if data:
+                yield data, time.time()
+
+
+def _channels(names: list[str], units: dict[str, str]) -> list[Channel]:
+    return [Channel(n, units.get(n, "")) for n in names]
+
+
+async def run_serial(
+    hub: Hub,
+    spec: SerialSpec,
+    *,
+    window_s: float = 0.05,
+    max_samples: int = 4096,
+    backoff_min: float = BACKOFF_MIN,
+    backoff_max: float = BACKOFF_MAX,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    parser = make_parser(spec.profile)
+    units = profile_units(spec.profile)
+    feed = StreamFeed(hub, spec.stream_id, _channels(parser.channel_names, units), rate_hz=spec.rate_hz,
+                      device=spec.device or "serial", window_s=window_s, max_samples=max_samples)
+    counters = hub.stats(feed.key).source
+    counters.update(reconnects=0, open_failures=0, parse_errors=0)
+    task_status.started(feed)
+    delay = backoff_min
+    opened_before = False
+    last_error_log = -float("inf")
+    errors_logged = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed.run_flusher)
+        try:
+            while True:
+                where = find_port(spec)
+                ser = None
+                try:
+                    if where is None:
+                        raise serial.SerialException(f"{spec.path or spec.vid_pid or spec.serial_number} not found")
+                    ser = _open(where, spec.baud)
+                except (serial.SerialException, OSError, ValueError) as e:
+                    counters["open_failures"] += 1
+                    if feed.info.status == "live":
+                        feed.set_status("disconnected")
+                    # Log the first failure and then only at the backoff cap, not every retry.
+                    if counters["open_failures"] == 1 or delay >= backoff_max:
+                        log.warning("%s: cannot open %s (%s); retrying in %.1f s", spec.stream_id, where or spec.path, e, delay)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, backoff_max)
+                    continue
+                if opened_before:
+                    counters["reconnects"] += 1
+                    parser.reconnect()
+                opened_before = True
+                delay = backoff_min
+                log.info("%s: connected to %s at %d baud", spec.stream_id, where, spec.baud)
+                if feed.info.status != "live":
+                    feed.set_status("live")
+                try:
+                    async for data, arrival in _read_chunks(ser):
+                        parsed = parser.feed(data, arrival)
+                        if parsed.channels_changed:
+                            feed.set_channels(_channels(parser.channel_names, units))
+                        if len(parsed):
+                            feed.push(parsed.timestamps, parsed.values)
+                        c = parser.counters
+                        errors = c.lines_malformed + c.lines_oversize + c.values_invalid + c.labels_rejected
+                        if errors != counters["parse_errors"]:
+                            counters.update(c.as_dict())
+                            counters["parse_errors"] = errors
+                            now = trio.current_time()
+                            if now - last_error_log >= ERROR_LOG_INTERVAL:
+                                log.warning("%s: %d bad lines/values so far (+%d): %s", spec.stream_id, errors,
+                                            errors - errors_logged, {k: v for k, v in c.as_dict().items() if v and k != "lines_ok"})
+                                last_error_log, errors_logged = now, errors
+                        else:
+                            counters["lines_ok"] = c.lines_ok
+                except PortGone as e:
+                    log.warning("%s: disconnected (%s); retrying", spec.stream_id, e)
+                    feed.set_status("disconnected")
+                finally:
+                    ser.close()
+                await trio.sleep(delay)
+        finally:
+            nursery.cancel_scope.cancel()
+            if feed.info.status == "live":
+                feed.set_status("disconnected")
