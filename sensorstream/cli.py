@@ -22,6 +22,17 @@ def _late(spec: str) -> tuple[str, float]:
     return stream_id, float(delay)
 
 
+def _wide(spec: str) -> tuple[int, float]:
+    c, _, rate = spec.partition(":")
+    try:
+        n, r = int(c), float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected CHANNELS:RATE, e.g. 16:1000") from None
+    if not (1 <= n <= 1024 and r > 0):
+        raise argparse.ArgumentTypeError("CHANNELS must be 1..1024 and RATE > 0")
+    return n, r
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sensorstream", description="Live sensor data from devices to the browser.")
     p.add_argument("--version", action="version", version=f"sensorstream {__version__}")
@@ -38,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--imu-rate", type=float, default=None, help="simulated IMU sample rate in Hz (default: its profile's, 200)")
     g.add_argument("--simulate-late", type=_late, action="append", default=[], metavar="ID:SECONDS",
                    help="add a simulated stream ID after SECONDS (shows streams appearing live)")
+    g.add_argument("--simulate-wide", type=_wide, default=None, metavar="CHANNELS:RATE",
+                   help="add stream sim/wide with CHANNELS channels at RATE Hz (load tests, e.g. 16:1000)")
     serial_cli.add_serve_arguments(s.add_argument_group("serial devices"))
     g = s.add_argument_group("batching and history")
     g.add_argument("--window-ms", type=float, default=d.window_s * 1000, help="batch window")
@@ -66,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> ServerConfig:
     cfg = ServerConfig(
         host=a.host, port=a.port, simulate=a.simulate, seed=a.seed, imu_rate=a.imu_rate, simulate_late=a.simulate_late,
+        simulate_wide=a.simulate_wide,
         window_s=a.window_ms / 1000, max_batch_samples=a.max_batch, history_s=a.history_s, history_mb=a.history_mb,
         ping_interval=a.ping_interval, ping_timeout=a.ping_timeout, send_timeout=a.send_timeout,
         heartbeat_s=a.heartbeat, queue_batches=a.queue_batches,

@@ -34,6 +34,7 @@ class ServerConfig:
     seed: int = 0
     imu_rate: float | None = None
     simulate_late: list[tuple[str, float]] = field(default_factory=list)
+    simulate_wide: tuple[int, float] | None = None  # (channels, rate): stream sim/wide
     serial: list[str] = field(default_factory=list)  # PORT or PORT@BAUD, see sources/serial_cli.py
     baud: int = 115200
     devices: list[str] = field(default_factory=list)  # device profile TOML paths

@@ -27,7 +27,7 @@ from trio_websocket import ConnectionClosed
 from ..config import ServerConfig
 from ..hub import Hub, HubLimits, LocalHub
 from ..metrics import ServerStats, make_registry, render
-from ..sources.simulator import default_profiles, run_simulator
+from ..sources.simulator import default_profiles, run_simulator, wide_profile
 from .http import StaticFiles, dashboard_dir, handle_http
 from .ws import ClientSession
 
@@ -61,8 +61,7 @@ class Server:
         self._listen_scope = trio.CancelScope()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        if cfg.simulate:
-            self._add_simulators()
+        self._add_simulators()
 
     # ------------------------------------------------------------------ sources
 
@@ -73,10 +72,13 @@ class Server:
         cfg = self.cfg
         profiles = default_profiles()
         sim = functools.partial(run_simulator, self.hub, seed=cfg.seed, window_s=cfg.window_s, max_samples=cfg.max_batch_samples)
-        for p in profiles:
+        for p in profiles if cfg.simulate else ():
             if cfg.imu_rate and p.id == "sim/imu":
                 p = p.with_rate(cfg.imu_rate)
             self.add_source(functools.partial(sim, p))
+        if cfg.simulate_wide:
+            channels, rate = cfg.simulate_wide
+            self.add_source(functools.partial(sim, wide_profile(channels, rate)))
         for stream_id, delay in cfg.simulate_late:
             # A stream that appears while clients are connected (demos, dashboard tests).
             late = profiles[0].with_id(stream_id)

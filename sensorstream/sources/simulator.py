@@ -69,6 +69,18 @@ def load_profile(path: str | Path) -> SimProfile:
         return parse_profile(tomllib.load(f))
 
 
+def wide_profile(n_channels: int, rate_hz: float, id: str = "sim/wide") -> SimProfile:
+    """A synthetic many-channel stream (dashboard and load benchmarks): sines of
+    different periods plus noise, one spike in a thousand."""
+    channels = tuple(Channel(f"ch{i}", "V") for i in range(n_channels))
+    params = tuple(
+        {"base": float(i), "amplitude": 0.4, "period_s": 0.5 + 0.37 * i, "phase": 0.3 * i, "drift": 0.0,
+         "noise": 0.02, "spike_prob": 0.001, "spike_size": 0.8}
+        for i in range(n_channels)
+    )
+    return SimProfile(id, "sim", float(rate_hz), channels, params)
+
+
 def devices_dir() -> Path:
     """devices/ in a source checkout, or the copy shipped inside the wheel."""
     try:
