@@ -68,6 +68,11 @@ class StreamStats:
     samples: int = 0
     last_batch_wall: float | None = None  # time.time() of the last publish
     status_since: float = field(default_factory=time.time)
+    # Fan-out: frames (and their samples and payload bytes) queued to subscribers,
+    # counted once per batch (batch x subscribers), not per client.
+    frames_out: int = 0
+    samples_out: int = 0
+    bytes_out: int = 0
     # Counters a source wants visible in /healthz and /metrics (parse errors, reconnects...).
     source: dict[str, int] = field(default_factory=dict)
 
@@ -221,6 +226,10 @@ class LocalHub(Hub):
         self.frames_published += 1
         self.bytes_published += len(payload)
         self._remember(st, frame)
+        fan = len(st.fanout)
+        stats.frames_out += fan
+        stats.samples_out += n * fan
+        stats.bytes_out += len(payload) * fan
         for sub in st.fanout:
             sub.deliver(frame)
 

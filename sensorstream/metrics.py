@@ -9,7 +9,7 @@ the fan-out loop.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -28,9 +28,20 @@ class ServerStats:
     send_timeouts_total: int = 0
     slow_control_closed_total: int = 0
     protocol_errors_total: int = 0
+    rate_limited_total: int = 0  # control messages refused by the per-connection rate limit
+    tcp_connections_open: int = 0
+    # Labelled counters (not in as_dict): refused connections by reason, WebSocket closes by code.
+    rejected: dict[str, int] = field(default_factory=dict)
+    closed: dict[int, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.type == "int"}
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def close(self, code: int) -> None:
+        self.closed[code] = self.closed.get(code, 0) + 1
 
 
 _HELP = {
@@ -45,6 +56,8 @@ _HELP = {
     "send_timeouts_total": "Clients closed because a write stayed blocked too long (slow consumers)",
     "slow_control_closed_total": "Clients closed because their control queue overflowed",
     "protocol_errors_total": "Bad client requests answered with an error message",
+    "rate_limited_total": "Control messages refused by the per-connection rate limit",
+    "tcp_connections_open": "TCP connections open now (HTTP and WebSocket)",
 }
 
 
@@ -66,21 +79,38 @@ class _Collector:
             fam.add_metric([], value)
             yield fam
         yield GaugeMetricFamily("sensorstream_uptime_seconds", "Seconds since start", value=time.time() - self.server.started_wall)
+        rejected = CounterMetricFamily("sensorstream_rejected_connections", "Connections or upgrades refused, by reason", labels=["reason"])
+        for reason, n in sorted(stats.rejected.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+        closed = CounterMetricFamily("sensorstream_ws_closed", "WebSocket connections ended, by close code", labels=["code"])
+        for code, n in sorted(stats.closed.items()):
+            closed.add_metric([str(code)], n)
+        yield closed
         hub = self.server.hub
         batches = CounterMetricFamily("sensorstream_stream_batches", "Batches published per stream", labels=["stream"])
         samples = CounterMetricFamily("sensorstream_stream_samples", "Samples published per stream", labels=["stream"])
         live = GaugeMetricFamily("sensorstream_stream_live", "1 if the stream is live", labels=["stream"])
         subs = GaugeMetricFamily("sensorstream_stream_subscribers", "Subscribers per stream", labels=["stream"])
         source = CounterMetricFamily("sensorstream_source_events", "Source counters (parse errors, reconnects...)", labels=["stream", "event"])
+        frames_out = CounterMetricFamily("sensorstream_stream_frames_out", "Batches queued to subscribers per stream (batch x subscribers)", labels=["stream"])
+        samples_out = CounterMetricFamily("sensorstream_stream_samples_out", "Samples queued to subscribers per stream", labels=["stream"])
+        bytes_out = CounterMetricFamily("sensorstream_stream_bytes_out", "Payload bytes queued to subscribers per stream", labels=["stream"])
+        subs_total = 0
         for info in hub.catalog():
             st = hub.stats(info.key)
             batches.add_metric([info.id], st.batches)
             samples.add_metric([info.id], st.samples)
+            frames_out.add_metric([info.id], getattr(st, "frames_out", 0))
+            samples_out.add_metric([info.id], getattr(st, "samples_out", 0))
+            bytes_out.add_metric([info.id], getattr(st, "bytes_out", 0))
+            subs_total += hub.subscriber_count_of(info.key)
             live.add_metric([info.id], 1 if info.status == "live" else 0)
             subs.add_metric([info.id], hub.subscriber_count_of(info.key))
             for event, n in st.source.items():
                 source.add_metric([info.id, event], n)
-        yield from (batches, samples, live, subs, source)
+        yield from (batches, samples, live, subs, source, frames_out, samples_out, bytes_out)
+        yield GaugeMetricFamily("sensorstream_subscriptions", "Stream subscriptions held by all clients (client x stream)", value=subs_total)
 
 
 def make_registry(server) -> CollectorRegistry:
