@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
+    # Access control (docs/security.md)
+    token: str | None = None  # required from WebSocket and /metrics clients when set
+    allow_origins: list[str] = field(default_factory=list)  # besides the server's own origin
+    insecure: bool = False  # allow a non-loopback bind without a token
+    certfile: str | None = None  # TLS: https/wss on the same port
+    keyfile: str | None = None
     # Batching
     window_s: float = 0.05
     max_batch_samples: int = 4096
@@ -27,8 +33,16 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     max_head_bytes: int = 16 * 1024
     max_message_bytes: int = 64 * 1024  # from clients
-    # Health
+    # Limits (docs/configuration.md)
+    max_connections: int = 2048  # TCP connections at once; more get 503
+    max_connections_per_client: int = 256  # per client address; more get 429
+    control_rate: float = 20.0  # control messages per second per connection (token bucket)
+    control_burst: int = 40  # bucket size; this many refused in a row closes with 1008
+    max_subscriptions: int = 256  # stream patterns one connection may hold
+    # Health and logging
     unhealthy_after_s: float = 30.0
+    log_level: str = "info"
+    log_format: str = "text"  # or "json"
     # Sources
     simulate: bool = False
     seed: int = 0
