@@ -131,9 +131,13 @@ def _through_parser(fmt: str, data: bytes, chunk: int, batch: bool) -> Callable[
     return run
 
 
-def run(quick: bool = False) -> dict:
-    """Measure every format; returns {format: {case: {...figures}}} plus "meta"."""
-    n = 5_000 if quick else 200_000
+def run(quick: bool = False, samples: int | None = None) -> dict:
+    """Measure every format; returns {format: {case: {...figures}}} plus "meta".
+
+    Each case has seconds, samples, samples_per_s, values_per_s and vs_reference.
+    ``samples`` overrides the size (the smoke test uses a few hundred).
+    """
+    n = samples or (5_000 if quick else 200_000)
     repeats = 2 if quick else 5
     data = make_data(n)
     results: dict = {"meta": {"samples": n, "channels": len(CHANNELS), "repeats": repeats, "quick": quick,
