@@ -29,6 +29,7 @@ from ..hub import Hub, HubLimits, LocalHub
 from ..metrics import ServerStats, make_registry, render
 from ..sources.simulator import default_profiles, run_simulator, wide_profile
 from .http import StaticFiles, dashboard_dir, handle_http
+from .security import AddressCounts, check_bind, ssl_context
 from .ws import ClientSession
 
 log = logging.getLogger(__name__)
@@ -36,17 +37,26 @@ log = logging.getLogger(__name__)
 Source = Callable[[], Awaitable[None]]
 
 
-def _peer(stream: trio.abc.Stream) -> str:
+def _peer(stream: trio.abc.Stream) -> tuple[str, str]:
+    """("host:port", "host") of the client."""
     try:
         host, port = stream.socket.getpeername()[:2]
-        return f"{host}:{port}"
+        return f"{host}:{port}", host
     except (AttributeError, OSError):
-        return "?"
+        return "?", "?"
+
+
+#: Connections refused with a 503/429 are answered (that needs their request
+#: head, read under a short timeout); beyond this many at once, they are just closed.
+MAX_REFUSING = 64
 
 
 class Server:
     def __init__(self, cfg: ServerConfig, hub: Hub | None = None):
         self.cfg = cfg
+        # Refuse unsafe settings before anything starts (the CLI turns this into exit code 2).
+        check_bind(cfg.host, cfg.token, cfg.insecure)
+        self.ssl_context = ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None
         self.hub = hub or LocalHub(HubLimits(history_s=cfg.history_s, history_bytes=int(cfg.history_mb * 1024 * 1024)))
         self.stats = ServerStats()
         self.started_wall = time.time()
@@ -56,6 +66,8 @@ class Server:
         self.sources: list[Source] = []
         self.port: int | None = None
         self._open_connections = 0
+        self._refusing = 0
+        self._per_address = AddressCounts()
         self._no_connections = trio.Event()
         self._no_connections.set()
         self._listen_scope = trio.CancelScope()
@@ -101,7 +113,9 @@ class Server:
                     functools.partial(trio.serve_tcp, self._handle_tcp, self.cfg.port, host=self.cfg.host, handler_nursery=nursery)
                 )
             self.port = listeners[0].socket.getsockname()[1]
-            log.info("listening on http://%s:%d/", self.cfg.host, self.port)
+            nursery.start_soon(self._log_drops)
+            log.info("listening on %s://%s:%d/", "https" if self.ssl_context else "http", self.cfg.host, self.port,
+                     extra={"event": "listening", "port": self.port, "tls": bool(self.ssl_context), "token": bool(self.cfg.token)})
             task_status.started(self.port)
 
     async def shutdown(self) -> None:
@@ -126,21 +140,76 @@ class Server:
             await self._changed.wait()
 
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
-        peer = _peer(stream)
+        cfg = self.cfg
+        peer, address = _peer(stream)
+        refuse = None
+        if self._open_connections >= cfg.max_connections:
+            refuse = (503, "max_connections", "too many connections")
+        elif self._per_address.counts.get(address, 0) >= cfg.max_connections_per_client:
+            refuse = (429, "max_connections_per_client", "too many connections from your address")
+        if refuse is not None:
+            self.stats.reject(refuse[1])
+            log.warning("refusing %s: %s", peer, refuse[1], extra={"event": "refused", "peer": peer, "reason": refuse[1]})
+            if self._refusing >= MAX_REFUSING:
+                await trio.aclose_forcefully(stream)
+                return
+            self._refusing += 1
+            try:
+                # Answered, not just closed, so a browser shows why; the request
+                # head gets a short deadline of its own.
+                with trio.move_on_after(min(cfg.handshake_timeout, 2.0)):
+                    tls = await self._start_tls(stream, peer)
+                    if tls is not None:
+                        await handle_http(self, tls, peer, refuse=refuse[::2])
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                self._refusing -= 1
+                await trio.aclose_forcefully(stream)
+            return
         self._open_connections += 1
+        self.stats.tcp_connections_open += 1
+        self._per_address.add(address)
         self._no_connections = trio.Event() if self._open_connections == 1 else self._no_connections
+        conn: trio.abc.Stream = stream
         try:
-            await handle_http(self, stream, peer)
+            tls = await self._start_tls(stream, peer)
+            if tls is not None:
+                conn = tls
+                await handle_http(self, conn, peer)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
             # A bug in one connection must not take the server (or anyone else) down.
             log.exception("connection %s failed", peer)
         finally:
-            await trio.aclose_forcefully(stream)
+            await trio.aclose_forcefully(conn)
+            self._per_address.remove(address)
+            self.stats.tcp_connections_open -= 1
             self._open_connections -= 1
             if self._open_connections == 0:
                 self._no_connections.set()
+
+    async def _start_tls(self, stream: trio.SocketStream, peer: str) -> trio.abc.Stream | None:
+        """The stream to speak HTTP on: the TCP stream itself, or TLS around it
+        once the TLS handshake is done (within the handshake timeout). None: it failed."""
+        if self.ssl_context is None:
+            return stream
+        tls = trio.SSLStream(stream, self.ssl_context, server_side=True, https_compatible=True)
+        try:
+            with trio.fail_after(self.cfg.handshake_timeout):
+                await tls.do_handshake()
+        except trio.TooSlowError:
+            self.stats.reject("tls_timeout")
+            log.info("tls %s: handshake not complete within %gs", peer, self.cfg.handshake_timeout, extra={"event": "refused", "peer": peer, "reason": "tls_timeout"})
+            return None
+        except trio.BrokenResourceError as e:
+            # Plain HTTP on the TLS port, a client that does not trust our
+            # certificate, a scanner...
+            self.stats.reject("tls_failed")
+            log.info("tls %s: handshake failed (%s)", peer, e.__cause__ or e, extra={"event": "refused", "peer": peer, "reason": "tls_failed"})
+            return None
+        return tls
 
     async def handle_websocket(self, stream: trio.abc.Stream, peer: str, request) -> None:
         cfg = self.cfg
@@ -152,7 +221,8 @@ class Server:
                     )
                     ws = await wsreq.accept()
             except (trio.TooSlowError, ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as e:
-                log.info("ws %s: handshake failed (%s)", peer, type(e).__name__)
+                self.stats.reject("ws_handshake")
+                log.info("ws %s: handshake failed (%s)", peer, type(e).__name__, extra={"event": "refused", "peer": peer, "reason": "ws_handshake"})
                 ws_nursery.cancel_scope.cancel()
                 return
             session = ClientSession(self, ws, peer)
@@ -160,7 +230,7 @@ class Server:
             self.stats.connections_total += 1
             self.stats.connections_open += 1
             self._sessions_changed()
-            log.info("ws %s: open (session %s)", peer, session.id)
+            log.info("ws %s: open (session %s)", peer, session.id, extra={"event": "ws_open", "peer": peer, "session": session.id})
             try:
                 await session.run()
             finally:
@@ -175,9 +245,23 @@ class Server:
                             await ws.aclose(code, session.close_reason[:120])
                         except ConnectionClosed:
                             pass
-                log.info("ws %s: closed (%s, code %d, %d frames sent)", peer, session.close_reason, code, session.frames_sent)
+                self.stats.close(code)
+                log.info("ws %s: closed (%s, code %d, %d frames sent)", peer, session.close_reason, code, session.frames_sent,
+                         extra={"event": "ws_close", "peer": peer, "session": session.id, "reason": session.close_reason,
+                                "code": code, "frames_sent": session.frames_sent})
                 # The trio-websocket reader lives in ws_nursery: cancel it or the socket stays open.
                 ws_nursery.cancel_scope.cancel()
+
+    async def _log_drops(self, every: float = 1.0) -> None:
+        """Drops are counted on the hot path; this logs them, at most one line a second."""
+        last = self.stats.dropped_batches_total
+        while True:
+            await trio.sleep(every)
+            now = self.stats.dropped_batches_total
+            if now != last:
+                log.warning("dropped %d batches for slow clients in the last %gs (%d in all)", now - last, every, now,
+                            extra={"event": "dropped", "batches": now - last, "total": now})
+                last = now
 
     # ------------------------------------------------------------------ health and metrics
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
+from .security import headers_of, origin_ok, token_ok
+
 if TYPE_CHECKING:
     from .app import Server
 
@@ -143,7 +145,7 @@ class _Reject(Exception):
 
 def _headers(req: h11.Request) -> dict[bytes, bytes]:
     # Lower-cased names; a repeated header keeps its last value (we use none that repeat).
-    return {k.lower(): v for k, v in req.headers}
+    return headers_of(req.headers)
 
 
 def is_websocket_upgrade(req: h11.Request) -> bool:
@@ -171,11 +173,15 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, raw: byte
         return event
 
 
-async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str) -> None:
-    """Serve one TCP connection: HTTP requests until close, or a WebSocket upgrade."""
+async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str, *, refuse: tuple[int, str] | None = None) -> None:
+    """Serve one TCP connection: HTTP requests until close, or a WebSocket upgrade.
+
+    `refuse` = (status, message): the server is over a connection limit; the
+    first request is answered with it and the connection closed."""
     cfg = server.cfg
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=cfg.max_head_bytes)
     raw = bytearray()
+    first = True
     while True:
         try:
             # The whole request head must arrive within the handshake timeout:
@@ -183,23 +189,45 @@ async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str) -> N
             with trio.fail_after(cfg.handshake_timeout):
                 event = await _read_request(conn, stream, raw, cfg.max_head_bytes)
         except trio.TooSlowError:
+            if raw or first:
+                # (An idle keep-alive connection timing out between requests is no rejection.)
+                server.stats.reject("head_timeout")
             if raw:
-                log.info("http %s: request head not complete within %gs", peer, cfg.handshake_timeout)
+                log.info("http %s: request head not complete within %gs", peer, cfg.handshake_timeout,
+                         extra={"event": "refused", "peer": peer, "reason": "head_timeout"})
                 await _send_simple(conn, stream, 408, "request timeout")
             return
         except _Reject as e:
             server.stats.http_rejected_total += 1
-            log.info("http %s: %d %s", peer, e.status, e.message)
+            server.stats.reject(_REASONS.get(e.status, "bad_request"))
+            log.info("http %s: %d %s", peer, e.status, e.message, extra={"event": "refused", "peer": peer, "status": e.status})
             await _send_simple(conn, stream, e.status, e.message)
             return
         if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
             return
         if not isinstance(event, h11.Request):
             return
+        if refuse is not None:
+            server.stats.http_rejected_total += 1
+            await _send_simple(conn, stream, refuse[0], refuse[1], extra=[(b"retry-after", b"5")])
+            return
         target = event.target.decode("latin-1")
         if is_websocket_upgrade(event):
             if target.split("?", 1)[0] != "/ws":
                 await _respond(server, conn, stream, 404, b"not found\n", "text/plain")
+                return
+            headers = _headers(event)
+            # Origin first: a cross-site page is refused whatever it presents.
+            if not origin_ok(headers, cfg.allow_origins, tls=server.ssl_context is not None):
+                server.stats.reject("origin")
+                log.warning("ws %s: origin %r not allowed", peer, headers.get(b"origin", b"").decode("latin-1")[:200],
+                            extra={"event": "refused", "peer": peer, "reason": "origin"})
+                await _respond(server, conn, stream, 403, b"origin not allowed\n", "text/plain")
+                return
+            if not token_ok(cfg.token, target, headers):
+                server.stats.reject("token")
+                log.warning("ws %s: missing or wrong token", peer, extra={"event": "refused", "peer": peer, "reason": "token"})
+                await _respond(server, conn, stream, 401, b"token required\n", "text/plain", extra=[(b"www-authenticate", b"Bearer")])
                 return
             # Everything read so far (this request and anything pipelined after it)
             # is replayed to wsproto, which does the real handshake.
@@ -208,6 +236,7 @@ async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str) -> N
             await server.handle_websocket(PrefixedStream(bytes(raw[: head_len]) + bytes(trailing), stream), peer, event)
             return
         server.stats.http_requests_total += 1
+        first = False
         keep_alive = await _route(server, conn, stream, event, target)
         if not keep_alive or conn.our_state is not h11.DONE:
             return
@@ -240,6 +269,10 @@ async def _route(server: "Server", conn: h11.Connection, stream, req: h11.Reques
         await _respond(server, conn, stream, status, json.dumps(body).encode(), "application/json", head=head, cache="no-store")
         return True
     if path == "/metrics":
+        if not token_ok(server.cfg.token, target, _headers(req)):
+            server.stats.reject("token")
+            await _respond(server, conn, stream, 401, b"token required\n", "text/plain", head=head, extra=[(b"www-authenticate", b"Bearer")])
+            return True
         await _respond(server, conn, stream, 200, server.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", head=head, cache="no-store")
         return True
     if path == "/ws":
@@ -276,10 +309,10 @@ async def _respond(server, conn, stream, status, body: bytes, ctype: str, *, hea
         pass
 
 
-async def _send_simple(conn: h11.Connection, stream, status: int, message: str) -> None:
+async def _send_simple(conn: h11.Connection, stream, status: int, message: str, extra=()) -> None:
     """An error response on a connection that is about to close."""
     body = (message + "\n").encode("utf-8", "replace")
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), (b"connection", b"close"), *extra]
     try:
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             data = conn.send(h11.Response(status_code=status, headers=headers)) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
@@ -292,6 +325,10 @@ async def _send_simple(conn: h11.Connection, stream, status: int, message: str) 
         pass
 
 
+_REASONS = {431: "head_too_large", 414: "head_too_large", 408: "head_timeout"}
+
+
 def _reason(status: int) -> bytes:
     return {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
-            501: b"Not Implemented", 505: b"HTTP Version Not Supported"}.get(status, b"Error")
+            429: b"Too Many Requests", 501: b"Not Implemented", 503: b"Service Unavailable",
+            505: b"HTTP Version Not Supported"}.get(status, b"Error")
