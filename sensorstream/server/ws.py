@@ -35,6 +35,7 @@ from wsproto.connection import ConnectionState
 
 from .. import __version__, protocol
 from ..hub import Frame, HubError
+from .security import TokenBucket, check_patterns
 
 if TYPE_CHECKING:
     from .app import Server
@@ -130,6 +131,10 @@ class ClientSession:
         self.close_code = 1000
         self.frames_sent = 0
         self._cancel: trio.CancelScope | None = None
+        # Control messages: `control_rate` a second, `control_burst` at once; a
+        # client refused `control_burst` times in a row is closed (1008).
+        self._bucket = TokenBucket(self.cfg.control_rate, self.cfg.control_burst, trio.current_time())
+        self._refused_in_a_row = 0
 
     # ---- hub side: synchronous, never blocks
 
@@ -208,8 +213,18 @@ class ClientSession:
 
     def handle_message(self, msg: str | bytes) -> None:
         try:
+            # Before parsing, so a refused message costs next to nothing (and so
+            # its `rate_limited` error carries no ref).
+            self._rate_limit(None, 1)
             req = protocol.parse_client_message(msg)
+            if isinstance(req, (protocol.Subscribe, protocol.Unsubscribe)):
+                globs = check_patterns(req)
+                if globs:
+                    self._rate_limit(req.ref, globs)
             if isinstance(req, protocol.Subscribe):
+                if len(self.subscriptions.union(req.streams)) > self.cfg.max_subscriptions:
+                    raise protocol.ProtocolError(
+                        "too_many_subscriptions", f"a connection holds at most {self.cfg.max_subscriptions} stream patterns", req.ref)
                 try:
                     keys, history = self.hub.subscribe(self, req.streams, req.history_s)
                 except HubError as e:
@@ -231,9 +246,23 @@ class ClientSession:
             else:
                 self._enqueue_control(protocol.pong(req.ref))
         except protocol.ProtocolError as e:
-            self.stats.protocol_errors_total += 1
+            if e.code != "rate_limited":
+                self.stats.protocol_errors_total += 1
             log.debug("client %s: %s (%s)", self.peer, e.code, e.message)
             self._enqueue_control(e.to_message())
+
+    def _rate_limit(self, ref, cost: int) -> None:
+        """Take `cost` tokens or refuse the message; too many refusals in a row end the session."""
+        if self._bucket.take(trio.current_time(), cost):
+            self._refused_in_a_row = 0
+            return
+        self._refused_in_a_row += 1
+        self.stats.rate_limited_total += 1
+        if self._refused_in_a_row > self.cfg.control_burst:
+            log.warning("client %s: still over the control-message rate limit, closing", self.peer,
+                        extra={"event": "rate_limit_close", "peer": self.peer, "session": self.id})
+            raise CloseSession("control-message rate limit exceeded", 1008)
+        raise protocol.ProtocolError("rate_limited", f"at most {self.cfg.control_rate:g} control messages a second", ref)
 
     def _purge(self, keys: list[int]) -> None:
         """After an unsubscribe, queued frames of those streams are not sent."""
