@@ -96,13 +96,17 @@ REFERENCES: dict[str, Callable[[bytes], np.ndarray]] = {
 # --------------------------------------------------------------------------- runs
 
 
-def _best(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
-    best, n = float("inf"), 0
+def _best_interleaved(fns: dict[str, Callable[[], int]], repeats: int) -> dict[str, tuple[float, int]]:
+    """Best time per case, the cases taking turns each repeat so they see the same machine load."""
+    best = {name: (float("inf"), 0) for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        n = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, n
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            n = fn()
+            dt = time.perf_counter() - t0
+            if dt < best[name][0]:
+                best[name] = (dt, n)
+    return best
 
 
 def _through_parser(fmt: str, data: bytes, chunk: int, batch: bool) -> Callable[[], int]:
@@ -149,15 +153,13 @@ def run(quick: bool = False, samples: int | None = None) -> dict:
         out = got.feed(payload, 0.0)
         expect = ref(payload)
         assert np.array_equal(out.values, expect[:, 1:]), f"{fmt}: parser and reference disagree"
-        cases: dict[str, dict] = {}
-        t, _ = _best(lambda: ref(payload).shape[1], repeats)
-        cases["reference"] = {"seconds": t, "samples": n}
+        fns: dict[str, Callable[[], int]] = {"reference": lambda: ref(payload).shape[1]}
         for chunk in CHUNKS:
-            t, got_n = _best(_through_parser(fmt, payload, chunk, batch=False), repeats)
-            cases[f"parser {chunk // 1024} KiB"] = {"seconds": t, "samples": got_n}
-        t, got_n = _best(_through_parser(fmt, payload, CHUNKS[0], batch=True), repeats)
-        if got_n >= 0:
-            cases[f"parser+batcher {CHUNKS[0] // 1024} KiB"] = {"seconds": t, "samples": got_n}
+            fns[f"parser {chunk // 1024} KiB"] = _through_parser(fmt, payload, chunk, batch=False)
+        with_batcher = _through_parser(fmt, payload, CHUNKS[0], batch=True)
+        if with_batcher() >= 0:  # sensorstream.batching is there
+            fns[f"parser+batcher {CHUNKS[0] // 1024} KiB"] = with_batcher
+        cases = {name: {"seconds": t, "samples": got_n} for name, (t, got_n) in _best_interleaved(fns, repeats).items()}
         ref_rate = n / cases["reference"]["seconds"]
         for case in cases.values():
             rate = case["samples"] / case["seconds"]

@@ -471,6 +471,27 @@ def _json_fields(obj: dict[str, Any], c: ParseCounters) -> list[tuple[str, Any]]
 
 
 _JSON_DECODE = json.JSONDecoder().decode
+_JSON_RAW = json.JSONDecoder().raw_decode  # no whitespace regexes: the common case
+def _json_object_of(line: bytes) -> Any:
+    """The JSON value of a UTF-8 line, or None if it is not valid JSON."""
+    try:
+        text = line.decode()
+    except UnicodeDecodeError:
+        return None
+    try:
+        obj, end = _JSON_RAW(text)
+    except (ValueError, RecursionError):
+        if not text[:1].isspace():
+            return None
+        try:  # raw_decode does not skip leading whitespace; decode does
+            return _JSON_DECODE(text)
+        except (ValueError, RecursionError):
+            return None
+    if end != len(text) and text[end:].strip():
+        return None  # trailing garbage
+    return obj
+
+
 _JSON_PLAIN = frozenset((int, float))  # not bool: True is 1.0, but takes the careful path
 
 
@@ -765,10 +786,7 @@ class LineParser:
         vals: list[Any] = []
         layouts = self._json_layouts
         for line in lines:
-            try:
-                obj = _JSON_DECODE(line.decode())
-            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-                obj = None
+            obj = _json_object_of(line)
             if type(obj) is not dict:
                 if line.strip():
                     c.lines_malformed += 1

@@ -396,6 +396,8 @@ def test_json_lines_with_nesting_and_bad_values():
         b'{"t": 1,\n'
         b'{"ax": NaN, "t": null}\n'
         b'{"t": 2, "imu.ax": 7}\n'
+        b'\xff{"t": 3}\n'
+        b'{"t": 3} x\n'
     )
     out = rows(p, data)
     assert p.channel_names == ["t", "imu.ax", "imu.ay", "ok", "acc.0", "acc.1", "ax"]
@@ -408,7 +410,7 @@ def test_json_lines_with_nesting_and_bad_values():
     c = p.counters
     # "broken", the deep object, "booting", null t
     assert c.values_invalid == 4
-    assert c.lines_malformed == 3 and c.lines_ok == 4
+    assert c.lines_malformed == 5 and c.lines_ok == 4
 
 
 def test_json_deep_nesting_and_huge_numbers_do_not_raise():
@@ -420,7 +422,7 @@ def test_json_deep_nesting_and_huge_numbers_do_not_raise():
 
 def test_json_known_layout_with_a_huge_integer():
     p = LineParser("json", discard_first_partial=False)
-    out = rows(p, b'{"a": 1, "b": 2}\n{"a": 3, "b": 4}\n{"a": ' + b"9" * 400 + b', "b": 5}\n{"b": 6, "a": true}\n')
+    out = rows(p, b'{"a": 1, "b": 2}\n  {"a": 3, "b": 4} \n{"a": ' + b"9" * 400 + b', "b": 5}\n{"b": 6, "a": true}\n')
     assert same(out, [[1, 2], [3, 4], [NAN, 5], [1, 6]])
     assert p.counters.values_invalid == 1
 
