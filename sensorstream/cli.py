@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import signal
 import sys
+import tomllib
 
 import trio
 
 from . import __version__
+from . import logs
 from .config import ServerConfig
+from .server.security import ConfigError
 from .sources import serial_cli
 
 
@@ -33,6 +37,22 @@ def _wide(spec: str) -> tuple[int, float]:
     return n, r
 
 
+def _positive(kind):
+    def parse(text: str):
+        v = kind(text)
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+        return v
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
+    return parse
+
+
+_pos_int, _pos_float = _positive(int), _positive(float)
+
+TOKEN_ENV = "SENSORSTREAM_TOKEN"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sensorstream", description="Live sensor data from devices to the browser.")
     p.add_argument("--version", action="version", version=f"sensorstream {__version__}")
@@ -40,9 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = ServerConfig()
     s = sub.add_parser("serve", help="run the server", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = s.add_argument_group("network")
-    g.add_argument("--host", default=d.host, help="address to bind")
+    s.add_argument("--config", metavar="PATH.toml", default=None,
+                   help="read settings from a TOML file: keys are these flags' names with _ (ping_interval = 5); flags given here override it")
+    g = s.add_argument_group("network and access control (docs/security.md)")
+    g.add_argument("--host", default=d.host, help="address to bind; anything but loopback needs --token or --insecure")
     g.add_argument("--port", type=int, default=d.port, help="TCP port (0 picks a free one)")
+    g.add_argument("--token", default=None,
+                   help=f"WebSocket and /metrics clients must present this (?token=... or Authorization: Bearer); also ${TOKEN_ENV}")
+    g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="also accept WebSocket upgrades from this browser origin, e.g. https://grafana.example.com (repeatable; * allows any)")
+    g.add_argument("--insecure", action="store_true", help="allow binding a non-loopback address without a token")
+    g.add_argument("--certfile", default=None, help="TLS certificate chain (PEM): serve https/wss on the same port")
+    g.add_argument("--keyfile", default=None, help="TLS private key (PEM), if not in --certfile")
+    g.add_argument("--dashboard-dir", default=None, help="serve the dashboard from this directory instead of the bundled one")
     g = s.add_argument_group("sources")
     g.add_argument("--simulate", action="store_true", help="stream the built-in simulators (devices/sim-*.toml)")
     g.add_argument("--seed", type=int, default=d.seed, help="simulator random seed (same seed, same data)")
@@ -63,8 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--send-timeout", type=float, default=d.send_timeout, help="close a client whose write blocks this long")
     g.add_argument("--heartbeat", type=float, default=d.heartbeat_s, help="heartbeat message interval on idle connections")
     g.add_argument("--queue-batches", type=int, default=d.queue_batches, help="per-client queue; oldest batches dropped beyond it")
-    g = s.add_argument_group("logging")
-    g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    g.add_argument("--queue-control", type=_pos_int, default=d.queue_control, help="close a client with this many unsent control messages")
+    g.add_argument("--close-timeout", type=_pos_float, default=d.close_timeout, help="seconds a polite close handshake may take")
+    g = s.add_argument_group("limits (docs/configuration.md)")
+    g.add_argument("--max-connections", type=_pos_int, default=d.max_connections, help="TCP connections at once; more are answered 503")
+    g.add_argument("--max-connections-per-client", type=_pos_int, default=d.max_connections_per_client,
+                   help="TCP connections at once from one client address; more are answered 429")
+    g.add_argument("--handshake-timeout", type=_pos_float, default=d.handshake_timeout,
+                   help="seconds for the TLS handshake, each request head and the WebSocket handshake")
+    g.add_argument("--max-head-bytes", type=_pos_int, default=d.max_head_bytes, help="largest HTTP request head; larger is answered 431")
+    g.add_argument("--max-message-bytes", type=_pos_int, default=d.max_message_bytes,
+                   help="largest WebSocket message from a client; larger closes it with 1009")
+    g.add_argument("--control-rate", type=_pos_float, default=d.control_rate, help="control messages a second per connection")
+    g.add_argument("--control-burst", type=_pos_int, default=d.control_burst,
+                   help="control messages at once per connection; this many refused in a row closes it with 1008")
+    g.add_argument("--max-subscriptions", type=_pos_int, default=d.max_subscriptions, help="stream patterns one connection may hold")
+    g = s.add_argument_group("health and logging")
+    g.add_argument("--unhealthy-after", type=_pos_float, default=d.unhealthy_after_s,
+                   help="/healthz answers 503 once a stream has been disconnected this many seconds")
+    g.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"], help="least severe level logged")
+    g.add_argument("--log-format", default=d.log_format, choices=["text", "json"],
+                   help="json: one object per line; either way repeated messages are rate-limited")
 
     t = sub.add_parser("tail", help="print live samples from a running server")
     t.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/ws")
@@ -82,7 +131,12 @@ def config_from_args(a: argparse.Namespace) -> ServerConfig:
         simulate_wide=a.simulate_wide,
         window_s=a.window_ms / 1000, max_batch_samples=a.max_batch, history_s=a.history_s, history_mb=a.history_mb,
         ping_interval=a.ping_interval, ping_timeout=a.ping_timeout, send_timeout=a.send_timeout,
-        heartbeat_s=a.heartbeat, queue_batches=a.queue_batches,
+        heartbeat_s=a.heartbeat, queue_batches=a.queue_batches, queue_control=a.queue_control, close_timeout=a.close_timeout,
+        token=a.token or None, allow_origins=list(a.allow_origin), insecure=a.insecure, certfile=a.certfile, keyfile=a.keyfile,
+        dashboard_dir=a.dashboard_dir, max_connections=a.max_connections, max_connections_per_client=a.max_connections_per_client,
+        handshake_timeout=a.handshake_timeout, max_head_bytes=a.max_head_bytes, max_message_bytes=a.max_message_bytes,
+        control_rate=a.control_rate, control_burst=a.control_burst, max_subscriptions=a.max_subscriptions,
+        unhealthy_after_s=a.unhealthy_after, log_level=a.log_level, log_format=a.log_format,
     )
     serial_cli.apply_args(cfg, a)
     return cfg
@@ -99,7 +153,8 @@ async def serve(cfg: ServerConfig) -> None:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(server.run)
             host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
-            print(f"sensorstream {__version__}: dashboard at http://{host}:{port}/  (WebSocket ws://{host}:{port}/ws)", flush=True)
+            http, ws = ("https", "wss") if cfg.certfile else ("http", "ws")
+            print(f"sensorstream {__version__}: dashboard at {http}://{host}:{port}/  (WebSocket {ws}://{host}:{port}/ws)", flush=True)
             async for sig in signals:
                 logging.getLogger("sensorstream").info("signal %s: shutting down", signal.Signals(sig).name)
                 break
@@ -133,12 +188,104 @@ async def tail(a: argparse.Namespace) -> None:
                 return
 
 
+# ----------------------------------------------------------------- config file
+
+
+def _serve_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["serve"]
+
+
+def _convert(action: argparse.Action, value, where: str):
+    """A TOML value for `action`, checked and converted as argparse would a flag."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, not {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        items = value if isinstance(value, list) else [value]
+        return [_convert_one(action, v, where) for v in items]
+    return _convert_one(action, value, where)
+
+
+def _convert_one(action: argparse.Action, value, where: str):
+    kind = action.type
+    if isinstance(value, (dict, list)) or isinstance(value, bool):
+        raise ConfigError(f"{where}: unexpected value {value!r}")
+    try:
+        if kind is None:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: expected a string, not {value!r}")
+            v = value
+        elif kind is int or getattr(kind, "__name__", "") == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"{where}: expected an integer, not {value!r}")
+            v = kind(str(int(value)) if isinstance(value, float) else str(value))
+        else:
+            # float, and the project's own types (ID:SECONDS...), take the flag's text form.
+            v = kind(str(value))
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {e or 'invalid value'} ({value!r})") from None
+    if action.choices is not None and v not in action.choices:
+        raise ConfigError(f"{where}: {v!r} is not one of {', '.join(map(str, action.choices))}")
+    return v
+
+
+def config_file_defaults(serve_parser: argparse.ArgumentParser, path: str) -> dict:
+    """Read a TOML config file into argparse defaults for `serve`."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    actions = {a.dest: a for a in serve_parser._actions if a.dest not in ("help", "config") and a.option_strings}
+    out = {}
+    for key, value in data.items():
+        dest = key.replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            raise ConfigError(f"config file {path}: unknown setting {key!r} (settings are the flags of `serve` with _ for -, e.g. ping_interval)")
+        out[dest] = _convert(action, value, f"config file {path}: {key}")
+    return out
+
+
+def parse_serve_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, then layer: defaults < config file < $SENSORSTREAM_TOKEN < flags."""
+    a = p.parse_args(argv)
+    if a.command != "serve":
+        return a
+    sp = _serve_parser(p)
+    defaults = config_file_defaults(sp, a.config) if a.config else {}
+    if os.environ.get(TOKEN_ENV):
+        defaults["token"] = os.environ[TOKEN_ENV]
+    if not defaults:
+        return a
+    sp.set_defaults(**defaults)
+    a = p.parse_args(argv)
+    # argparse appends repeated flags to a list default; a flag given on the
+    # command line replaces the file's list instead.
+    for dest, value in defaults.items():
+        got = getattr(a, dest, None)
+        if isinstance(value, list) and isinstance(got, list) and len(got) > len(value) and got[: len(value)] == value:
+            setattr(a, dest, got[len(value):])
+    return a
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
-    if a.command == "serve":
-        logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        trio.run(serve, config_from_args(a))
-        return 0
+    try:
+        a = parse_serve_args(build_parser(), argv)
+        if a.command == "serve":
+            cfg = config_from_args(a)
+            logs.setup(cfg.log_level, cfg.log_format)
+            trio.run(serve, cfg)  # Server() refuses unsafe settings before anything starts
+            return 0
+    except ConfigError as e:
+        print(f"sensorstream serve: error: {e}", file=sys.stderr)
+        return 2
     if a.command == "tail":
         logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
         try:
