@@ -121,3 +121,43 @@ async def http_get(port: int, raw: bytes) -> bytes:
                     k, _, v = line.partition(b":")
                     if k.strip().lower() == b"content-length" and len(body) >= int(v):
                         return buf
+
+
+class FrameReader:
+    """Parses server -> client frames (unmasked) from a raw stream, for tests that read slowly on purpose."""
+
+    def __init__(self, stream, initial: bytes = b""):
+        self.stream = stream
+        self.buf = bytearray(initial)
+
+    async def _fill(self, n: int) -> None:
+        while len(self.buf) < n:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError("server closed the connection")
+            self.buf += data
+
+    async def next(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next complete frame."""
+        await self._fill(2)
+        b0, b1 = self.buf[0], self.buf[1]
+        n, off = b1 & 0x7F, 2
+        if n == 126:
+            await self._fill(4)
+            n, off = struct.unpack_from("!H", self.buf, 2)[0], 4
+        elif n == 127:
+            await self._fill(10)
+            n, off = struct.unpack_from("!Q", self.buf, 2)[0], 10
+        await self._fill(off + n)
+        payload = bytes(self.buf[off:off + n])
+        del self.buf[:off + n]
+        return b0 & 0x0F, payload
+
+    async def message(self):
+        """('text', dict) or ('batch', dict), answering nothing (pings are left unanswered)."""
+        while True:
+            op, payload = await self.next()
+            if op == 1:
+                return "text", json.loads(payload)
+            if op == 2:
+                return "batch", decode(payload)
