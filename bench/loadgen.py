@@ -1,0 +1,362 @@
+"""Load generator: many raw-socket WebSocket clients in one process, one epoll loop.
+
+    python -m bench.loadgen --port P --clients N [--stalled K] [--cpu 1]
+
+It does the opening handshake, sends one subscribe, and from then on only
+counts: it parses frame headers (2-10 bytes) to find frame boundaries, reads the
+batch header and two timestamps out of each binary frame, and answers Pings. No
+masking of received data, no UTF-8 checks, no message objects: the point is that
+the client side costs little next to the server under test.
+
+Receipt times are the kernel's receive timestamps (SO_TIMESTAMPNS on the TCP
+socket: the time the last byte returned by this recvmsg reached the socket), not
+the time this loop got round to the socket, so a busy load generator does not
+inflate latency or spread. The user-space time after epoll returns is kept too
+(`app` latency) to show the difference.
+
+Stalled clients (--stalled K of the N) connect with a tiny SO_RCVBUF, subscribe,
+then never read again and never answer a Ping.
+
+Commands on stdin (answers are JSON lines on stdout):
+    reset      zero the counters and start a measurement window
+    report     counters, latencies (base64 float32 arrays) and per-seq first/last receipt
+    silence    every healthy client stops reading and answering (a dead peer that never sends FIN)
+    quit
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import errno
+import os
+import select
+import socket
+import struct
+import sys
+import time
+
+import numpy as np
+
+from .common import emit, pin, raise_nofile, self_stats
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TS = struct.Struct("qq")
+_U16 = struct.Struct("!H")
+_U64 = struct.Struct("!Q")
+_F64 = struct.Struct("<d")
+_U32 = struct.Struct("<I")
+_U64LE = struct.Struct("<Q")
+
+CONNECTING, HANDSHAKE, OPEN, STALLED, SILENT, CLOSED = range(6)
+
+
+def masked(payload: bytes, opcode: int) -> bytes:
+    """A client frame. The mask is all zeroes: legal (RFC 6455 only asks for a mask) and free."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    else:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    return head + b"\0\0\0\0" + payload
+
+
+class Conn:
+    __slots__ = ("sock", "fd", "state", "buf", "port", "stall", "ready")
+
+    def __init__(self, sock: socket.socket, stall: bool):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.state = CONNECTING
+        self.buf = b""
+        self.port = 0
+        self.stall = stall
+        self.ready = False
+
+
+class LoadGen:
+    def __init__(self, a: argparse.Namespace):
+        self.a = a
+        self.ep = select.epoll()
+        self.conns: dict[int, Conn] = {}
+        self.request = (
+            f"GET {a.path} HTTP/1.1\r\nHost: 127.0.0.1:{a.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.subscribe = masked(b'{"type":"subscribe","ref":1,"streams":["%s"]}' % a.stream.encode(), 1)
+        self.to_open = a.clients
+        self.in_flight = 0
+        self.ready = 0
+        self.failed = 0
+        self.closed_by_server: list[tuple[int, float]] = []
+        self.silenced_at: float | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0 = time.time()
+        self.cpu0 = self_stats()
+        self.frames = 0
+        self.text_frames = 0
+        self.pings = 0
+        self.bytes = 0
+        self.lat_last: list[float] = []
+        self.lat_first: list[float] = []
+        self.lat_app: list[float] = []
+        self.spread: dict[int, list] = {}
+
+    # ------------------------------------------------------------------ connecting
+
+    def open_more(self) -> None:
+        while self.to_open > 0 and self.in_flight < self.a.parallel:
+            self.to_open -= 1
+            stall = self.a.clients - self.to_open <= self.a.stalled
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if stall:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.a.stall_rcvbuf)
+            else:
+                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setblocking(False)
+            c = Conn(s, stall)
+            err = s.connect_ex(("127.0.0.1", self.a.port))
+            if err not in (0, errno.EINPROGRESS):
+                s.close()
+                self.failed += 1
+                continue
+            self.conns[c.fd] = c
+            self.in_flight += 1
+            self.ep.register(c.fd, select.EPOLLOUT)
+
+    def _connected(self, c: Conn) -> None:
+        err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._fail(c)
+            return
+        c.port = c.sock.getsockname()[1]
+        c.sock.send(self.request)
+        c.state = HANDSHAKE
+        self.ep.modify(c.fd, select.EPOLLIN)
+
+    def _fail(self, c: Conn) -> None:
+        self.failed += 1
+        self.in_flight -= 1
+        self._drop(c)
+
+    def _drop(self, c: Conn) -> None:
+        try:
+            self.ep.unregister(c.fd)
+        except (OSError, ValueError):
+            pass
+        self.conns.pop(c.fd, None)
+        c.sock.close()
+        c.state = CLOSED
+
+    def _handshake(self, c: Conn, data: bytes) -> None:
+        c.buf += data
+        end = c.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        if not c.buf.startswith(b"HTTP/1.1 101"):
+            self._fail(c)
+            return
+        c.buf = c.buf[end + 4:]
+        c.state = OPEN
+        c.sock.send(self.subscribe)
+        if c.buf:
+            self._frames(c, b"", 0.0, 0.0)
+
+    def _became_ready(self, c: Conn) -> None:
+        c.ready = True
+        self.ready += 1
+        self.in_flight -= 1
+        if c.stall:
+            c.state = STALLED
+            self.ep.unregister(c.fd)
+
+    # ------------------------------------------------------------------ frames
+
+    def _frames(self, c: Conn, data: bytes, t_rx: float, t_app: float) -> None:
+        buf = c.buf + data if c.buf else data
+        n = len(buf)
+        pos = 0
+        while n - pos >= 2:
+            b0 = buf[pos]
+            ln = buf[pos + 1] & 0x7F
+            off = pos + 2
+            if ln == 126:
+                if n - pos < 4:
+                    break
+                ln = _U16.unpack_from(buf, off)[0]
+                off += 2
+            elif ln == 127:
+                if n - pos < 10:
+                    break
+                ln = _U64.unpack_from(buf, off)[0]
+                off += 8
+            end = off + ln
+            if end > n:
+                break
+            op = b0 & 0x0F
+            if op == 2:
+                self.frames += 1
+                self.bytes += ln
+                if t_rx:
+                    ns = _U32.unpack_from(buf, off + 8)[0]
+                    seq = _U64LE.unpack_from(buf, off + 16)[0]
+                    t_first = _F64.unpack_from(buf, off + 24)[0]
+                    t_last = _F64.unpack_from(buf, off + 24 + 8 * (ns - 1))[0]
+                    self.lat_last.append(t_rx - t_last)
+                    self.lat_first.append(t_rx - t_first)
+                    self.lat_app.append(t_app - t_last)
+                    s = self.spread.get(seq)
+                    if s is None:
+                        self.spread[seq] = [t_rx, t_rx, 1]
+                    else:
+                        if t_rx < s[0]:
+                            s[0] = t_rx
+                        elif t_rx > s[1]:
+                            s[1] = t_rx
+                        s[2] += 1
+            elif op == 1:
+                self.text_frames += 1
+                if not c.ready and b'"subscribed"' in buf[off:end]:
+                    self._became_ready(c)
+                    if c.state == STALLED:
+                        c.buf = b""
+                        return
+            elif op == 9:
+                self.pings += 1
+                c.sock.send(masked(bytes(buf[off:end]), 0xA))
+            elif op == 8:
+                c.buf = b""
+                self._server_closed(c)
+                return
+            pos = end
+        c.buf = buf[pos:] if pos < n else b""
+
+    def _server_closed(self, c: Conn) -> None:
+        if not c.ready:
+            self._fail(c)
+            return
+        self.closed_by_server.append((c.port, time.time()))
+        self._drop(c)
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> None:
+        stdin = sys.stdin.fileno()
+        os.set_blocking(stdin, False)
+        self.ep.register(stdin, select.EPOLLIN)
+        cmdbuf = b""
+        announced = False
+        conns = self.conns
+        recvmsg_size = 1 << 18
+        while True:
+            self.open_more()
+            if not announced and self.to_open == 0 and self.in_flight == 0:
+                announced = True
+                emit({"ready": self.ready, "failed": self.failed, "stalled": sum(1 for c in conns.values() if c.stall)})
+            events = self.ep.poll(0.2 if announced else 0.05)
+            t_app = time.time()
+            for fd, ev in events:
+                if fd == stdin:
+                    data = os.read(stdin, 65536)
+                    if not data:
+                        return
+                    cmdbuf += data
+                    while b"\n" in cmdbuf:
+                        line, cmdbuf = cmdbuf.split(b"\n", 1)
+                        if self.command(line.decode().strip()) is False:
+                            return
+                    continue
+                c = conns.get(fd)
+                if c is None:
+                    continue
+                st = c.state
+                if st == OPEN:
+                    try:
+                        data, anc, _flags, _addr = c.sock.recvmsg(recvmsg_size, 64)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        self._server_closed(c)
+                        continue
+                    if not data:
+                        self._server_closed(c)
+                        continue
+                    t_rx = t_app
+                    if anc:
+                        sec, nsec = _TS.unpack(anc[0][2])
+                        t_rx = sec + nsec * 1e-9
+                    self._frames(c, data, t_rx, t_app)
+                elif st == CONNECTING:
+                    self._connected(c)
+                elif st == HANDSHAKE:
+                    try:
+                        data = c.sock.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        self._fail(c)
+                        continue
+                    if not data:
+                        self._fail(c)
+                        continue
+                    self._handshake(c, data)
+
+    def command(self, cmd: str):
+        if cmd == "quit":
+            return False
+        if cmd == "reset":
+            self.reset()
+            emit({"ok": True, "t0": self.t0})
+        elif cmd == "report":
+            now = self_stats()
+
+            def arr(xs):
+                return base64.b64encode(np.asarray(xs, dtype=np.float32).tobytes()).decode()
+
+            emit({
+                "t0": self.t0, "t1": now["wall"], "frames": self.frames, "bytes": self.bytes, "text_frames": self.text_frames,
+                "pings": self.pings, "open": sum(1 for c in self.conns.values() if c.state in (OPEN, STALLED, SILENT)),
+                "ready": self.ready, "failed": self.failed, "closed_by_server": self.closed_by_server,
+                "cpu": (now["cpu_user"] + now["cpu_sys"]) - (self.cpu0["cpu_user"] + self.cpu0["cpu_sys"]),
+                "lat_last": arr(self.lat_last), "lat_first": arr(self.lat_first), "lat_app": arr(self.lat_app),
+                "spread": {str(k): v for k, v in self.spread.items()},
+            })
+        elif cmd == "silence":
+            self.silenced_at = time.time()
+            ports = []
+            for c in list(self.conns.values()):
+                if c.state == OPEN:
+                    self.ep.unregister(c.fd)
+                    c.state = SILENT
+                    ports.append(c.port)
+            emit({"silenced_at": self.silenced_at, "ports": ports})
+        else:
+            emit({"error": f"unknown command {cmd!r}"})
+        return True
+
+
+def decode_array(s: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(s), dtype=np.float32).astype(np.float64)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--clients", type=int, default=100)
+    p.add_argument("--stalled", type=int, default=0, help="how many of the clients stall after subscribing")
+    p.add_argument("--stall-rcvbuf", type=int, default=4096)
+    p.add_argument("--parallel", type=int, default=128, help="handshakes in flight at once")
+    p.add_argument("--path", default="/ws")
+    p.add_argument("--stream", default="bench/s")
+    p.add_argument("--cpu", type=int, default=None)
+    a = p.parse_args(argv)
+    pin(a.cpu)
+    raise_nofile()
+    LoadGen(a).run()
+
+
+if __name__ == "__main__":
+    main()

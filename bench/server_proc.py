@@ -1,0 +1,156 @@
+"""The server under test, as a bench child process.
+
+    python -m bench.server_proc --cpu 0 [--ping-interval S --ping-timeout S ...]
+
+Starts the real `Server` (h11 front door, trio-websocket, ClientSession, LocalHub)
+with no simulators and one synthetic stream, `bench/s` (3 channels x 50 samples,
+1024-byte payload), published straight through `hub.publish` at a rate the
+harness sets. Prints {"port": N}, then answers commands on stdin (bench.common):
+
+    publish R   publish R batches/s from now on (0 stops)
+    stats       own CPU time, RSS, frames delivered, connections, drops...
+    closes      [[client port, time.time() of the close, reason], ...] from the server's log
+    quit
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import logging
+import os
+import time
+
+import trio
+
+from sensorstream.config import ServerConfig
+from sensorstream.protocol import Channel
+from sensorstream.server.app import Server
+
+from .common import CHANNELS, STREAM_ID, SyntheticBatches, emit, pin, raise_nofile, self_stats
+
+
+class _CloseLog(logging.Handler):
+    """Collects the server's own 'ws <peer>: closed (...)' lines with their times."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.closes: list[tuple[int, float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("ws %s: closed") and record.args:
+            peer, reason = record.args[0], record.args[1]
+            try:
+                port = int(str(peer).rsplit(":", 1)[1])
+            except (IndexError, ValueError):
+                port = -1
+            self.closes.append((port, record.created, str(reason)))
+
+
+def make_config(a: argparse.Namespace) -> ServerConfig:
+    cfg = ServerConfig(host="127.0.0.1", port=0, window_s=a.window, ping_interval=a.ping_interval,
+                       ping_timeout=a.ping_timeout, send_timeout=a.send_timeout, heartbeat_s=a.heartbeat)
+    # Connection caps a deployment may set must not cap the bench (all clients are on 127.0.0.1).
+    for f in dataclasses.fields(cfg):
+        if f.name.startswith("max_conn") or f.name.endswith("_per_ip") or f.name == "max_clients":
+            if isinstance(getattr(cfg, f.name), int):
+                setattr(cfg, f.name, 1_000_000)
+    return cfg
+
+
+async def main(a: argparse.Namespace) -> None:
+    closelog = _CloseLog()
+    app_log = logging.getLogger("sensorstream.server.app")
+    app_log.setLevel(logging.INFO)
+    app_log.addHandler(closelog)
+    app_log.propagate = False
+
+    server = Server(make_config(a))
+    hub = server.hub
+    key = hub.add_stream(STREAM_ID, [Channel(f"c{i}") for i in range(CHANNELS)], rate_hz=1000).key
+    batches = SyntheticBatches(a.window)
+    state = {"rate": 0.0, "published": 0}
+    changed = trio.Event()
+
+    async def publisher():
+        nonlocal changed
+        seq = 0
+        while True:
+            rate = state["rate"]
+            if rate <= 0:
+                await changed.wait()
+                continue
+            t0, k = trio.current_time(), 0
+            while state["rate"] == rate:
+                k += 1
+                due = t0 + k / rate
+                now = trio.current_time()
+                if now - due > 1.0:  # hopelessly behind: do not burst to catch up
+                    t0, k = now, 0
+                    continue
+                await trio.sleep_until(due)
+                ts, vals = batches.make()
+                hub.publish(key, seq, ts, vals)
+                seq += 1
+                state["published"] += 1
+
+    async def control():
+        nonlocal changed
+        stdin = trio.lowlevel.FdStream(os.dup(0))
+        buf = b""
+        while True:
+            data = await stdin.receive_some(65536)
+            if not data:
+                return
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                words = line.decode().split()
+                if not words:
+                    continue
+                cmd = words[0]
+                if cmd == "quit":
+                    return
+                if cmd == "publish":
+                    state["rate"] = float(words[1])
+                    changed.set()
+                    changed = trio.Event()
+                    emit({"ok": True})
+                elif cmd == "stats":
+                    if len(words) > 1 and words[1] == "gc":
+                        gc.collect()
+                    st = server.stats
+                    emit({**self_stats(), "frames_sent": st.frames_sent_total, "bytes_sent": st.bytes_sent_total,
+                          "published": state["published"], "connections": st.connections_open,
+                          "dropped": st.dropped_batches_total, "ping_timeouts": st.ping_timeouts_total,
+                          "send_timeouts": st.send_timeouts_total, "closes": len(closelog.closes)})
+                elif cmd == "closes":
+                    emit({"closes": closelog.closes})
+                else:
+                    emit({"error": f"unknown command {cmd!r}"})
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.run)
+        nursery.start_soon(publisher)
+        emit({"port": port, "pid": os.getpid(), "impl": "sensorstream", "started": time.time()})
+        await control()
+        nursery.cancel_scope.cancel()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--cpu", type=int, default=None)
+    p.add_argument("--window", type=float, default=0.05)
+    p.add_argument("--ping-interval", type=float, default=5.0)
+    p.add_argument("--ping-timeout", type=float, default=10.0)
+    p.add_argument("--send-timeout", type=float, default=10.0)
+    p.add_argument("--heartbeat", type=float, default=2.0)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    pin(args.cpu)
+    raise_nofile()
+    trio.run(main, args)
