@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 import trio
 
 from sensorstream.sources.simulator import SignalModel, default_profiles

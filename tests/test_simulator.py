@@ -49,7 +49,7 @@ def test_pacing_does_not_drift_over_an_hour():
         hub = LocalHub()
         hub.attach(sink)
         async with trio.open_nursery() as n:
-            feed = await n.start(lambda task_status: run_simulator(hub, profile, seed=1, window_s=0.5, task_status=task_status))
+            await n.start(lambda task_status: run_simulator(hub, profile, seed=1, window_s=0.5, task_status=task_status))
             hub.subscribe(sink, ["sim/imu"])
             start = trio.current_time()
             await trio.sleep(3600)
