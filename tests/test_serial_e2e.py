@@ -310,3 +310,43 @@ async def test_simulate_pty_command_feeds_serve_serial():
                 p.send_signal(signal.SIGTERM)
                 with trio.fail_after(10):
                     await p.wait()
+
+
+async def test_device_profile_names_units_scale_and_offset(make_server, nursery, pty, tmp_path):
+    prof = tmp_path / "thermo.toml"
+    prof.write_text(f"""
+[stream]
+id = "lab/thermo"
+device = "lab"
+rate_hz = 10
+[port]
+path = "{pty.link}"
+baud = 9600
+[format]
+kind = "csv"
+[[channels]]
+name = "celsius"
+unit = "°C"
+scale = 0.1
+[[channels]]
+name = "volts"
+unit = "V"
+offset = -1.0
+""")
+    spec = load_device_profile(prof)
+    assert (spec.stream_id, spec.baud, spec.device, spec.rate_hz) == ("lab/thermo", 9600, "lab", 10.0)
+    server = await make_server()
+    await start_serial(nursery, server, spec)
+    c = await subscribe(nursery, server, "lab/*")
+    pty.write(b"x\n235,3.5\n")
+    b = await c.recv_batch()
+    np.testing.assert_allclose(b["values"][:, 0], [23.5, 2.5], rtol=1e-6)
+    info = server.hub.stream_by_id("lab/thermo")
+    assert [(ch.name, ch.unit) for ch in info.channels] == [("celsius", "°C"), ("volts", "V")]
+    assert info.device == "lab"
+
+
+def test_ports_command_lists_or_says_none():
+    r = subprocess.run([sys.executable, "-m", "sensorstream", "ports"], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert r.returncode == 0
+    assert r.stdout.startswith("DEVICE") or r.stdout.strip() == "no serial ports found"
