@@ -56,6 +56,7 @@ __all__ = [
     "BinaryRecordParser",
     "make_parser",
     "profile_units",
+    "record_dtype",
     "FORMATS",
     "TIME_UNITS",
 ]
@@ -240,27 +241,19 @@ class _Framer:
             parts = data.split(b"\x00")
         rest = parts.pop()
         if parts:
-            head = parts[0]
-            if self._skipping:
-                self._skipping = False
-                parts[0] = None  # type: ignore[call-overload]
-                c.bytes_discarded += len(head)
+            # The first complete frame finishes whatever was pending from earlier reads.
+            head = parts[0] if self._skipping else self._buf + parts[0]
+            self._buf = b""
+            if self._first or self._skipping:
                 if self._first:
-                    self._first = False
                     c.lines_partial += 1
                 else:
                     c.lines_oversize += 1
-            else:
-                if self._buf:
-                    head = parts[0] = self._buf + head
-                if self._first:
-                    self._first = False
-                    parts[0] = None  # type: ignore[call-overload]
-                    c.lines_partial += 1
-                    c.bytes_discarded += len(head)
-            self._buf = b""
-            if parts[0] is None:
+                c.bytes_discarded += len(head)
+                self._first = self._skipping = False
                 del parts[0]
+            else:
+                parts[0] = head
             if parts and max(map(len, parts)) > self.max_len:
                 keep = []
                 for p in parts:
