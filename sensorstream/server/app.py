@@ -236,8 +236,9 @@ class Server:
             finally:
                 self.sessions.discard(session)
                 self.stats.connections_open -= 1
-                self._sessions_changed()
                 code = session.close_code
+                self.stats.close(code)
+                self._sessions_changed()
                 # Dead or stuck peers get no close handshake: it would only wait.
                 if not session.abort and ws.closed is None:
                     with trio.move_on_after(cfg.close_timeout):
@@ -245,7 +246,6 @@ class Server:
                             await ws.aclose(code, session.close_reason[:120])
                         except ConnectionClosed:
                             pass
-                self.stats.close(code)
                 log.info("ws %s: closed (%s, code %d, %d frames sent)", peer, session.close_reason, code, session.frames_sent,
                          extra={"event": "ws_close", "peer": peer, "session": session.id, "reason": session.close_reason,
                                 "code": code, "frames_sent": session.frames_sent})

@@ -170,6 +170,10 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, raw: byte
             raw += data
             conn.receive_data(data)
             continue
+        # h11 only bounds a head it is still waiting for; one that arrived whole
+        # in a single read is measured here.
+        if isinstance(event, h11.Request) and len(raw) - len(conn.trailing_data[0]) > max_head:
+            raise _Reject(431, "request head too large")
         return event
 
 
