@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import secrets
 import struct
 import time
@@ -87,6 +88,88 @@ async def send_preframed(ws: trio_websocket.WebSocketConnection, data: bytes) ->
             raise ConnectionClosed(ws.closed) from None
 
 
+class DirectWriter:
+    """Writes a pre-framed batch straight to the socket from `deliver` (synchronous,
+    in the publisher's task) when nothing else can be writing, so a healthy client
+    costs one send() per batch instead of a wake-up of its sender task and trio's
+    whole send_all path.
+
+    The gate: trio-websocket serialises its own writes (pings, pongs, text, close)
+    with `ws._stream_lock`. `attach` swaps that lock for a `trio.Semaphore(1)`
+    (same `async with` use, FIFO, but not owned by a task), so that when a direct
+    write goes out only in part, `write` can take the gate on the sender task's
+    behalf: nobody else writes until the sender has flushed the rest of the frame
+    (`flush`) and released it. A direct write is tried only when the gate is free,
+    the sender task is idle (so its queue is empty: nothing queued is overtaken)
+    and no earlier remainder is pending.
+
+    Plain TCP only: behind TLS (or any stream that is not a SocketStream, like the
+    memory streams of tests) `attach` returns None and every frame takes the
+    queue. This class and `send_preframed` are the only places that touch
+    trio-websocket's private attributes (`_stream`, `_stream_lock`, `_wsproto`);
+    tests/test_ws_private_api.py fails loudly if a release changes them.
+    """
+
+    __slots__ = ("ws", "gate", "sock", "idle", "partial", "last_write")
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, gate: trio.Semaphore, sock):
+        self.ws = ws
+        self.gate = gate
+        self.sock = sock  # trio socket; fileno() is -1 once closed
+        self.idle = False  # set by the sender task while it waits for work
+        self.partial: memoryview | None = None  # rest of a frame a direct write cut short
+        self.last_write = trio.current_time()
+
+    @classmethod
+    def attach(cls, ws: trio_websocket.WebSocketConnection) -> "DirectWriter | None":
+        """None if this connection cannot take direct writes (TLS), or not now (its lock is busy: retry later)."""
+        stream = ws._stream
+        inner = getattr(stream, "stream", stream)  # http.PrefixedStream wraps the TCP stream
+        if not isinstance(inner, trio.SocketStream):
+            return None
+        lock = ws._stream_lock
+        if isinstance(lock, trio.Semaphore):
+            gate = lock
+        elif lock.locked() or lock.statistics().tasks_waiting:
+            return None
+        else:
+            # Swapped only while nobody holds or waits for the old lock, so no
+            # writer can be left serialising on a different object.
+            gate = ws._stream_lock = trio.Semaphore(1)
+        return cls(ws, gate, inner.socket)
+
+    def write(self, data: bytes) -> int:
+        """Bytes written now. 0: nothing was (not idle, gate busy, socket full or
+        broken); the caller queues the frame and the sender finds out the rest."""
+        if not self.idle or self.partial is not None or not self.gate.value:
+            return 0
+        ws = self.ws
+        if ws.closed is not None or ws._wsproto.state is not ConnectionState.OPEN:
+            return 0
+        fd = self.sock.fileno()
+        if fd < 0:
+            return 0
+        try:
+            n = os.write(fd, data)
+        except OSError:  # BlockingIOError, or a dead peer
+            return 0
+        if n < len(data):
+            # Half a frame is on the wire: hold the gate until the sender writes the rest.
+            self.gate.acquire_nowait()
+            self.partial = memoryview(data)[n:]
+        self.last_write = trio.current_time()
+        return n
+
+    async def flush(self) -> int:
+        """Sender task: write the rest of a cut-short frame, then open the gate. Returns its size."""
+        rest = self.partial
+        await self.ws._stream.send_all(rest)
+        # Cleared only once written: if this fails, the session sees a cut-off frame and aborts.
+        self.partial = None
+        self.gate.release()
+        return len(rest)
+
+
 # ----------------------------------------------------------------- session
 
 
@@ -111,6 +194,9 @@ class CloseSession(Exception):
 
 
 class ClientSession:
+    #: Set by the sender task once it runs (None behind TLS): see DirectWriter.
+    _direct: DirectWriter | None = None
+
     def __init__(self, server: "Server", ws: trio_websocket.WebSocketConnection, peer: str):
         self.server = server
         self.cfg = server.cfg
@@ -139,6 +225,20 @@ class ClientSession:
     # ---- hub side: synchronous, never blocks
 
     def deliver(self, frame: Frame) -> None:
+        direct = self._direct
+        if direct is not None and not self.queue and not self.dropped:
+            data = wire_of(frame)
+            n = direct.write(data)
+            if n == len(data):
+                self.frames_sent += 1
+                self.stats.frames_sent_total += 1
+                self.stats.bytes_sent_total += n
+                return
+            if n:
+                # Cut short: the sender writes the rest (and counts the frame) before anything else.
+                self.stats.bytes_sent_total += n
+                self._wake.set()
+                return
         self.queue.append(frame)
         self.n_data += 1
         if self.n_data > self.cfg.queue_batches:
@@ -302,38 +402,88 @@ class ClientSession:
 
     async def _sender(self) -> None:
         q = self.queue
-        while True:
-            if not q and not self.dropped:
-                with trio.move_on_after(self.cfg.heartbeat_s) as idle:
+        try:
+            while True:
+                direct = self._direct
+                if direct is not None and direct.partial is not None:
+                    await self._flush_direct(direct)
+                    continue
+                if not q and not self.dropped:
+                    if direct is None:
+                        direct = self._direct = DirectWriter.attach(self.ws)
+                    await self._idle(direct)
+                    continue
+                await self._send_next()
+        finally:
+            if self._direct is not None and self._direct.partial is not None:
+                # Half a frame on the wire: a close frame now would be garbage to the peer.
+                self.abort = True
+
+    async def _idle(self, direct: DirectWriter | None) -> None:
+        """Wait for work. Meanwhile `deliver` may write frames directly; a heartbeat
+        goes out once `heartbeat_s` has passed with nothing written at all."""
+        hb = self.cfg.heartbeat_s
+        since = trio.current_time()
+        beat = False
+        if direct is not None:
+            direct.idle = True
+        try:
+            while True:
+                last = since if direct is None else max(since, direct.last_write)
+                with trio.move_on_at(last + hb) as waited:
                     await self._wake.wait()
-                self._wake = trio.Event()
-                if idle.cancelled_caught:
-                    await self._send_text_checked(protocol.heartbeat(time.time()))
-                continue
-            if self.dropped:
-                pending, self.dropped = self.dropped, {}
-                for key, n in pending.items():
-                    await self._send_text_checked(protocol.dropped(key, n))
-                continue
-            item = q.popleft()
-            kind = type(item)
-            if kind is Frame:
+                if not waited.cancelled_caught:
+                    break
+                if direct is None or direct.last_write + hb <= trio.current_time():
+                    beat = True
+                    break
+        finally:
+            if direct is not None:
+                direct.idle = False
+        self._wake = trio.Event()
+        if beat:
+            await self._send_text_checked(protocol.heartbeat(time.time()))
+
+    async def _flush_direct(self, direct: DirectWriter) -> None:
+        try:
+            with trio.fail_after(self.cfg.send_timeout):
+                n = await direct.flush()
+        except trio.TooSlowError:
+            self.stats.send_timeouts_total += 1
+            raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008, abort=True) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise CloseSession("connection lost mid-frame", 1006, abort=True) from None
+        self.frames_sent += 1
+        self.stats.frames_sent_total += 1
+        self.stats.bytes_sent_total += n
+
+    async def _send_next(self) -> None:
+        """One step of the queue: pending drop notices, a run of frames (coalesced), a control message or a history replay."""
+        q = self.queue
+        if self.dropped:
+            pending, self.dropped = self.dropped, {}
+            for key, n in pending.items():
+                await self._send_text_checked(protocol.dropped(key, n))
+            return
+        item = q.popleft()
+        kind = type(item)
+        if kind is Frame:
+            self.n_data -= 1
+            parts = [wire_of(item)]
+            size = len(parts[0])
+            # Coalesce what is queued behind it: one write, one syscall.
+            while q and type(q[0]) is Frame and size < MAX_WRITE:
+                f = q.popleft()
                 self.n_data -= 1
-                parts = [wire_of(item)]
-                size = len(parts[0])
-                # Coalesce what is queued behind it: one write, one syscall.
-                while q and type(q[0]) is Frame and size < MAX_WRITE:
-                    f = q.popleft()
-                    self.n_data -= 1
-                    w = wire_of(f)
-                    parts.append(w)
-                    size += len(w)
-                await self._send_bytes(parts[0] if len(parts) == 1 else b"".join(parts), len(parts))
-            elif kind is str:
-                self.n_control -= 1
-                await self._send_text_checked(item)
-            else:
-                await self._send_history(item.frames)
+                w = wire_of(f)
+                parts.append(w)
+                size += len(w)
+            await self._send_bytes(parts[0] if len(parts) == 1 else b"".join(parts), len(parts))
+        elif kind is str:
+            self.n_control -= 1
+            await self._send_text_checked(item)
+        else:
+            await self._send_history(item.frames)
 
     async def _send_text_checked(self, text: str) -> None:
         try:
