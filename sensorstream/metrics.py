@@ -41,6 +41,7 @@ class ServerStats:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def close(self, code: int) -> None:
+        code = int(code)  # wsproto hands out CloseReason enums
         self.closed[code] = self.closed.get(code, 0) + 1
 
 

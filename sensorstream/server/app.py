@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import struct
 import time
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -23,6 +24,7 @@ from typing import Awaitable, Callable
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed
+from wsproto.connection import ConnectionState
 
 from ..config import ServerConfig
 from ..hub import Hub, HubLimits, LocalHub
@@ -220,6 +222,8 @@ class Server:
                         ws_nursery, stream, message_queue_size=4, max_message_size=cfg.max_message_bytes
                     )
                     ws = await wsreq.accept()
+                    if hasattr(stream, "before_close"):
+                        stream.before_close = functools.partial(self._close_on_protocol_error, ws, stream.stream)
             except (trio.TooSlowError, ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as e:
                 self.stats.reject("ws_handshake")
                 log.info("ws %s: handshake failed (%s)", peer, type(e).__name__, extra={"event": "refused", "peer": peer, "reason": "ws_handshake"})
@@ -236,6 +240,10 @@ class Server:
             finally:
                 self.sessions.discard(session)
                 self.stats.connections_open -= 1
+                if ws.closed is not None and ws.closed.code in (1002, 1007, 1009):
+                    # Not the client's close: trio-websocket closed on a protocol violation.
+                    session.close_reason = {1002: "protocol error", 1007: "invalid UTF-8", 1009: "message too big"}[ws.closed.code]
+                    session.close_code = ws.closed.code
                 code = session.close_code
                 self.stats.close(code)
                 self._sessions_changed()
@@ -251,6 +259,18 @@ class Server:
                                 "code": code, "frames_sent": session.frames_sent})
                 # The trio-websocket reader lives in ws_nursery: cancel it or the socket stays open.
                 ws_nursery.cancel_scope.cancel()
+
+    @staticmethod
+    async def _close_on_protocol_error(ws: trio_websocket.WebSocketConnection, raw: trio.abc.Stream) -> None:
+        """On a protocol violation (1002) or invalid UTF-8 (1007) wsproto reports a
+        close *from the peer*, and trio-websocket drops the TCP connection without
+        sending a close frame. Send one, so the client learns why. Uses the same
+        two private attributes as ws.send_preframed (see tests/test_ws_private_api.py)."""
+        reason = ws.closed
+        if reason is None or reason.code not in (1002, 1007) or ws._wsproto.state != ConnectionState.OPEN:
+            return
+        async with ws._stream_lock:  # never in the middle of another frame
+            await raw.send_all(struct.pack("!BBH", 0x88, 2, reason.code))
 
     async def _log_drops(self, every: float = 1.0) -> None:
         """Drops are counted on the hot path; this logs them, at most one line a second."""

@@ -118,6 +118,8 @@ class PrefixedStream(trio.abc.Stream):
     def __init__(self, prefix: bytes, stream: trio.abc.Stream):
         self._prefix = prefix
         self.stream = stream
+        # Awaited once just before the stream closes (see Server._close_on_protocol_error).
+        self.before_close = None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
@@ -133,7 +135,15 @@ class PrefixedStream(trio.abc.Stream):
         await self.stream.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
-        await self.stream.aclose()
+        hook, self.before_close = self.before_close, None
+        try:
+            if hook is not None:
+                with trio.move_on_after(1.0):
+                    await hook()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await self.stream.aclose()
 
 
 class _Reject(Exception):
