@@ -1,6 +1,7 @@
-"""sensorstream writes pre-framed bytes through two private trio-websocket attributes
-(see sensorstream/server/ws.py: send_preframed). If a trio-websocket release renames
-or changes them, this fails loudly instead of the server breaking quietly."""
+"""sensorstream writes pre-framed bytes through private trio-websocket attributes
+(see sensorstream/server/ws.py: send_preframed and DirectWriter, which also swaps
+`_stream_lock` for a semaphore). If a trio-websocket release renames or changes them,
+this fails loudly instead of the server breaking quietly."""
 
 import trio
 import trio.testing
@@ -40,3 +41,105 @@ async def test_preframed_bytes_arrive_as_one_binary_message(nursery):
                 break
         assert got == payload
     nursery.cancel_scope.cancel()  # the client never answers a close handshake
+
+
+# ----------------------------------------------------------------- DirectWriter (deliver's direct socket writes)
+
+import inspect  # noqa: E402
+import socket  # noqa: E402
+
+from sensorstream.server.ws import DirectWriter  # noqa: E402
+
+
+def test_stream_lock_is_only_used_as_an_async_context_manager():
+    """DirectWriter swaps `_stream_lock` for a trio.Semaphore. That is only sound while
+    trio-websocket creates it once and otherwise only does `async with self._stream_lock`
+    (no acquire/release pairs, no `locked()` checks, no other holder), and writes only via
+    `self._stream.send_all` inside that block."""
+    src = inspect.getsource(trio_websocket._impl)
+    uses = [line.strip() for line in src.splitlines() if "_stream_lock" in line]
+    assert uses == ["self._stream_lock = trio.StrictFIFOLock()", "async with self._stream_lock:"], uses
+    send = inspect.getsource(trio_websocket.WebSocketConnection._send)
+    assert "async with self._stream_lock:" in send and "await self._stream.send_all(data)" in send
+    writes = [line.strip() for line in src.splitlines() if "_stream.send_all" in line]
+    assert writes == ["await self._stream.send_all(data)"], writes
+    assert isinstance(trio_websocket.WebSocketConnection.closed, property)
+
+
+async def _tcp_ws_pair(nursery):
+    """A trio-websocket server connection over real TCP on 127.0.0.1, and a bare wsproto client."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client_end = await trio.open_tcp_stream("127.0.0.1", port)
+    server_end = await listeners[0].accept()
+    for ln in listeners:
+        await ln.aclose()
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await client_end.send_all(client.send(wsproto.events.Request(host="x", target="/ws")))
+    req = await trio_websocket.wrap_server_stream(nursery, server_end)
+    ws = await req.accept()
+    client.receive_data(await client_end.receive_some())
+    assert isinstance(next(client.events()), wsproto.events.AcceptConnection)
+    return ws, server_end, client, client_end
+
+
+async def test_direct_writer_does_not_attach_to_non_tcp_streams(nursery):
+    server_end, client_end = trio.testing.memory_stream_pair()
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await client_end.send_all(client.send(wsproto.events.Request(host="x", target="/ws")))
+    ws = await (await trio_websocket.wrap_server_stream(nursery, server_end)).accept()
+    assert DirectWriter.attach(ws) is None  # e.g. TLS: frames take the queue and send_preframed
+    nursery.cancel_scope.cancel()
+
+
+async def test_cut_short_direct_write_is_completed_before_trio_websockets_own_writes(nursery):
+    """Fill the socket with direct writes until one is cut short mid-frame, while the
+    client's Pings make trio-websocket want to write Pongs: every frame must still
+    arrive whole, in order, and the Pongs must come after the completed frame."""
+    ws, server_end, client, client_end = await _tcp_ws_pair(nursery)
+    server_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    client_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    direct = DirectWriter.attach(ws)
+    assert direct is not None and isinstance(ws._stream_lock, trio.Semaphore)
+    direct.idle = True
+    payloads = []
+    with trio.fail_after(5):
+        while direct.partial is None:
+            p = bytes([len(payloads) % 251]) * 3000
+            n = direct.write(ws_binary_frame(p))
+            if n == 0:  # socket full exactly at a frame boundary: not the case under test, keep going
+                await trio.sleep(0.01)
+                continue
+            payloads.append(p)
+    assert direct.write(ws_binary_frame(b"x")) == 0  # gate held: no more direct writes
+    # Pings now: the reader task answers with Pongs, which must wait for the gate.
+    await client_end.send_all(client.send(wsproto.events.Ping(b"p1")) + client.send(wsproto.events.Ping(b"p2")))
+    with trio.fail_after(5):
+        while direct.gate.statistics().tasks_waiting == 0:
+            await trio.sleep(0.01)
+
+    got: list = []
+
+    async def read():
+        while sum(isinstance(e, BytesMessage) and e.message_finished for e in got) < len(payloads) or sum(isinstance(e, wsproto.events.Pong) for e in got) < 2:
+            client.receive_data(await client_end.receive_some(65536))
+            got.extend(client.events())  # raises if the framing were broken
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(read)
+        await direct.flush()
+    # wsproto hands a message over in pieces as bytes arrive: join them back.
+    msgs, part = [], b""
+    for e in got:
+        if isinstance(e, BytesMessage):
+            part += e.data
+            if e.message_finished:
+                msgs.append(part)
+                part = b""
+        elif isinstance(e, wsproto.events.Pong):
+            msgs.append("pong")
+    assert [m for m in msgs if m != "pong"] == payloads
+    # Both Pongs came after the last (completed) frame.
+    assert msgs[len(payloads):] == ["pong", "pong"]
+    assert direct.gate.value == 1 and direct.partial is None
+    nursery.cancel_scope.cancel()
