@@ -140,7 +140,10 @@ async def _baseline(seconds: float, cpu: int) -> dict:
 
 async def _server(seconds: float, cpu: int) -> dict:
     dev = Devices(PORTS)
-    args = [sys.executable, "-m", "sensorstream", "serve", "--port", "0", "--log-level", "warning"]
+    # A deep client queue: this measures ingest, so the one bench client (which
+    # shares a core with the 16 writers) must not lose batches to backpressure.
+    # Any it does lose are reported separately as client_dropped_batches.
+    args = [sys.executable, "-m", "sensorstream", "serve", "--port", "0", "--log-level", "warning", "--queue-batches", "8192"]
     for p in dev.paths:
         args += ["--serial", f"{p}@{BAUD}"]
     proc = await trio.lowlevel.open_process(args, stdout=subprocess.PIPE, cwd=REPO, preexec_fn=lambda: pin(cpu))
@@ -151,6 +154,7 @@ async def _server(seconds: float, cpu: int) -> dict:
                 out += await proc.stdout.receive_some(4096)
         port = int(re.search(rb":(\d+)/", out).group(1))
         received: dict[int, list[np.ndarray]] = {}
+        dropped = [0]
         names: dict[int, str] = {}
         async with trio_websocket.open_websocket("127.0.0.1", port, "/ws", use_ssl=False, max_message_size=1 << 24) as ws:
             json.loads(await ws.get_message())
@@ -165,6 +169,8 @@ async def _server(seconds: float, cpu: int) -> dict:
                         received.setdefault(key, []).append(vals[0].copy())
                     else:
                         msg = json.loads(m)
+                        if msg["type"] == "dropped":
+                            dropped[0] += msg["batches"]
                         if msg["type"] == "stream":
                             names[msg["stream"]["key"]] = msg["stream"]["id"]
 
@@ -192,7 +198,7 @@ async def _server(seconds: float, cpu: int) -> dict:
     got = sum(len(np.unique(np.concatenate(p))) for p in received.values())
     lost = sum(dev.written_lines) - got
     return {"cpu_fraction": cpu_s / wall, "lines_written": sum(dev.written_lines), "lines_received": got,
-            "lines_lost": lost, "duplicates": dup, "ports_seen": len(received),
+            "lines_lost": lost, "duplicates": dup, "client_dropped_batches": dropped[0], "ports_seen": len(received),
             "achieved_baud_per_port": dev.written_bytes * 10 / PORTS / wall,
             "writer_stalled_bytes": dev.stalled_bytes}
 
@@ -216,6 +222,7 @@ def run(quick: bool = False) -> dict:
         "baseline_reader_cpu_pct": round(100 * base["cpu_fraction"], 1),
         "cpu_ratio_vs_reader": round(ratio, 2),
         "lines_written": srv["lines_written"], "lines_lost": srv["lines_lost"], "duplicates": srv["duplicates"],
+        "client_dropped_batches": srv["client_dropped_batches"],
         "ports_seen": srv["ports_seen"], "writer_stalled_bytes": srv["writer_stalled_bytes"],
         "achieved_baud_per_port": round(srv["achieved_baud_per_port"]),
         "lines_per_s": round(srv["lines_written"] / seconds),
