@@ -4,7 +4,7 @@
 import { Connection } from "./conn.js";
 import { decodeBatch, wsUrl, PROTOCOL_VERSION } from "./protocol.js";
 import { Series, capacityFor, MAX_WINDOW_S } from "./ring.js";
-import { Chart, formatValue, clockLabel } from "./chart.js";
+import { Chart, formatValue, clockLabel, LANE_GAP, LANE_MIN_PX } from "./chart.js";
 import { seriesToCsv, downloadText } from "./csv.js";
 
 const WINDOWS = [[5, "5 s"], [30, "30 s"], [120, "2 min"], [600, "10 min"]];
@@ -128,6 +128,8 @@ class StreamView {
     this.hidden = new Set();
     this.yMode = "auto";
     this.yFixed = [0, 1];
+    this.split = null;          // one lane per channel? null: not decided yet (the chart decides from the data)
+    this.splitByUser = false;   // the Split button was used: no more automatic decisions
     this.lastSeq = null;        // per server session
     this.seqLost = 0;           // batches lost, from seq jumps
     this.announced = 0;         // batches the server said it dropped, not yet seen as a seq jump
@@ -156,6 +158,8 @@ class StreamView {
     this.yMinEl = h("input", { type: "number", step: "any", "data-testid": "y-min", "aria-label": "Y minimum", onchange: () => this.readY() });
     this.yMaxEl = h("input", { type: "number", step: "any", "data-testid": "y-max", "aria-label": "Y maximum", onchange: () => this.readY() });
     this.yFixEl = h("span", { class: "yfix", hidden: true }, this.yMinEl, h("span", { text: "–" }), this.yMaxEl);
+    this.splitBtn = h("button", { class: "tool", "data-testid": "split", "aria-pressed": "false",
+      title: "Split: each channel in its own lane with its own Y axis", onclick: () => this.setSplit(!this.split, true) }, "Split");
     const csvBtn = h("button", { class: "tool", "data-testid": "export-csv", title: "Download the chart's data as CSV", onclick: () => this.download() }, "CSV");
     this.canvas = h("canvas", { "data-testid": "chart", role: "img", "aria-label": `Live chart of ${id}` });
     this.tip = h("div", { class: "tip", "data-testid": "tooltip", hidden: true });
@@ -165,7 +169,7 @@ class StreamView {
       h("header", { class: "card-head" },
         h("h3", { text: id, title: id }),
         this.statusEl, this.ageEl, this.dropsEl,
-        h("span", { class: "tools" }, this.yFixEl, this.yModeBtn, csvBtn)),
+        h("span", { class: "tools" }, this.yFixEl, this.yModeBtn, this.splitBtn, csvBtn)),
       this.plot, this.legend);
     this.chart = new Chart(this.canvas, this);
     this.buildLegend();
@@ -205,6 +209,27 @@ class StreamView {
     btn.setAttribute("aria-pressed", String(!this.hidden.has(c)));
     btn.parentElement.classList.toggle("off", this.hidden.has(c));
     this.chart.dirty = true;
+    this.splitDecided();
+  }
+
+  /** Split into lanes (or not); byUser: the Split button, which ends automatic decisions. */
+  setSplit(on, byUser = false) {
+    if (byUser) this.splitByUser = true;
+    this.split = !!on;
+    this.chart.dirty = true;
+    this.splitDecided();
+  }
+
+  /** The split state changed (by the user, or decided by the chart): button, Y controls, plot height. */
+  splitDecided() {
+    const on = this.split === true;
+    this.splitBtn.setAttribute("aria-pressed", String(on));
+    this.yModeBtn.disabled = on;
+    this.yModeBtn.title = on ? "Split lanes always autoscale" : "Y axis: autoscale or fixed range";
+    this.yFixEl.hidden = on || this.yMode === "auto";
+    const lanes = this.channels.length - this.hidden.size;
+    const minH = on && lanes > 1 ? `${lanes * (LANE_MIN_PX + LANE_GAP) + 24}px` : "";
+    if (this.plot.style.minHeight !== minH) this.plot.style.minHeight = minH;
   }
 
   toggleY() {
@@ -237,6 +262,8 @@ class StreamView {
       this.channels = chans;
       if (chans.length > this.series.nch) this.series = this.series.resized(chans.length, capacityFor(this.rateHz, chans.length));
       this.buildLegend();
+      if (!this.splitByUser) this.split = null;   // new channels: decide again
+      this.splitDecided();
     }
     this.chart.dirty = true;
     this.update();
@@ -275,6 +302,8 @@ class StreamView {
       for (let c = this.channels.length; c < b.C; c++) this.channels.push({ name: `ch${c}`, unit: "" });
       this.series = this.series.resized(b.C, capacityFor(this.rateHz, b.C));
       this.buildLegend();
+      if (!this.splitByUser) this.split = null;
+      this.splitDecided();
     }
     const s = this.series;
     let from = 0;
@@ -364,6 +393,8 @@ class StreamView {
       tFirst: s.tFirst, tLast: s.tLast, lastSeq: this.lastSeq, drops: this.drops, seqLost: this.seqLost, outages: this.outages,
       gaps: s.gaps.map((g) => [g.t0, g.t1]), latest: this.latest, latestT: this.latestT, latestSeq: this.latestSeq,
       hidden: [...this.hidden], yMode: this.yMode, yRange: this.chart.yRange, view: { ...this.chart.view },
+      split: this.split, splitByUser: this.splitByUser,
+      lanes: this.chart.lanes.map((ln) => ({ channels: ln.chans.map((c) => this.channels[c]?.name), top: ln.top, height: ln.h, yRange: [ln.y0, ln.y1] })),
       subscribed: this.subscribed,
     };
   }
@@ -631,6 +662,7 @@ window.sensorstream = {
   exportCsv: (id, opts) => need(id).csv(opts),
   sampleAt: (id, t) => need(id).chart.sampleAt(t),
   setWindow, pause: () => setPaused(true), resume: () => setPaused(false),
+  setSplit: (id, on) => need(id).setSplit(on, true),
   setHidden: (id, channel, hidden) => {
     const sv = need(id), c = sv.channels.findIndex((ch) => ch.name === channel);
     if (c >= 0 && sv.hidden.has(c) !== hidden) sv.toggleChannel(c, sv.legend.children[c].firstChild);

@@ -1,4 +1,5 @@
-// Canvas line chart for one stream: all channels share the time axis and the Y axis.
+// Canvas line chart for one stream: all channels share the time axis and, unless the
+// chart is split into one lane per channel (each with its own autoscaled Y axis), the Y axis.
 // Drawing reads the ring buffer's typed arrays directly. When a window holds more
 // than two samples per pixel column, each column is reduced to min and max (drawn
 // in the order they occurred), so a one-sample spike always reaches the screen.
@@ -63,6 +64,38 @@ function solid32(css, bgCss) {
   return pack(Math.round(r * a + R * (1 - a)), Math.round(g * a + G * (1 - a)), Math.round(b * a + B * (1 - a)));
 }
 
+export const SPLIT_RATIO = 20;      // default to lanes when magnitudes differ more than this
+export const AUTO_SPLIT_MAX = 8;    // ... and there are at most this many visible channels
+export const LANE_GAP = 6;          // CSS px between lanes
+export const LANE_MIN_PX = 40;      // CSS px per lane; the plot grows to keep lanes readable
+
+/**
+ * Whether a chart should start split: the visible channels' magnitudes (largest
+ * |value| in view) differ by more than SPLIT_RATIO. Channels sharing a unit are
+ * one group (their sizes are meant to be compared, e.g. three accelerometer
+ * axes), channels without a unit stand alone. null: no data to decide on yet.
+ */
+export function wantsSplit(channels, shown, lo, hi) {
+  if (shown.length < 2 || shown.length > AUTO_SPLIT_MAX) return false;
+  const level = new Map();
+  for (const c of shown) {
+    if (!(lo[c] <= hi[c])) continue;   // no finite value in view
+    const unit = channels[c]?.unit || `#${c}`;
+    level.set(unit, Math.max(level.get(unit) ?? 0, Math.abs(lo[c]), Math.abs(hi[c])));
+  }
+  if (!level.size) return null;
+  const ls = [...level.values()].filter((x) => x > 0 && Number.isFinite(x));
+  return ls.length >= 2 && Math.max(...ls) / Math.min(...ls) > SPLIT_RATIO;
+}
+
+/** Autoscaled [y0, y1] for data in [lo, hi]: 5 % padding, rounded out to a nice step. */
+export function autoRange(lo, hi, ticks) {
+  if (hi - lo < 1e-9 * Math.max(1, Math.abs(hi))) { lo -= 1; hi += 1; }
+  const padY = (hi - lo) * 0.05;
+  const step = niceStep(hi - lo + 2 * padY, ticks);
+  return [Math.floor((lo - padY) / step) * step, Math.ceil((hi + padY) / step) * step];
+}
+
 export class Chart {
   constructor(canvas, sv) {
     this.canvas = canvas;
@@ -82,6 +115,11 @@ export class Chart {
     this.colOrd = [];
     this.breaks = new Uint8Array(1);
     this.mm = new Float64Array(4);
+    this.chLo = new Float64Array(0);   // per channel: min and max in view (last draw)
+    this.chHi = new Float64Array(0);
+    this.lanes = [];             // last draw: [{chans, top, h, y0, y1, ...}] in canvas px
+    this.split = false;          // last draw was split into lanes
+    this.prevRange = new Map();  // lane key -> last Y range (kept while the lane has no data)
   }
 
   resize(cssW, cssH, dpr) {
@@ -134,6 +172,8 @@ export class Chart {
     const nch = s.nch, cap = s.cap, head = s.head, T = s.t;
     const shown = [];
     for (let c = 0; c < nch; c++) if (!sv.hidden.has(c)) shown.push(c);
+    if (this.chLo.length !== nch) { this.chLo = new Float64Array(nch); this.chHi = new Float64Array(nch); }
+    const chLo = this.chLo.fill(Infinity), chHi = this.chHi.fill(-Infinity);
 
     ctx.fillStyle = theme.bg;
     ctx.fillRect(0, 0, W, H);
@@ -143,7 +183,6 @@ export class Chart {
     let i1 = s.lowerBound(tEnd + 1e-9);
     const dense = i1 - i0 > 2 * pw;
     if (!dense) { if (i0 > 0) i0--; if (i1 < s.len) i1++; }   // one beyond each edge: lines reach the border
-    let lo = Infinity, hi = -Infinity;
     let points = 0;
 
     if (dense) {
@@ -161,6 +200,7 @@ export class Chart {
       const mm = this.mm;
       for (const c of shown) {
         const arr = s.v[c], cl = this.colLo[c], ch = this.colHi[c], co = this.colOrd[c];
+        let lo = Infinity, hi = -Infinity;
         for (k = 0; k < pw; k++) {
           const a = bounds[k], b = bounds[k + 1];
           mm[0] = Infinity; mm[1] = -Infinity;
@@ -180,40 +220,54 @@ export class Chart {
           if (mm[0] < lo) lo = mm[0];
           if (mm[1] > hi) hi = mm[1];
         }
+        chLo[c] = lo; chHi[c] = hi;
       }
     } else {
       for (const c of shown) {
         const arr = s.v[c];
+        let lo = Infinity, hi = -Infinity;
         for (let i = i0; i < i1; i++) {
           let p = head + i; if (p >= cap) p -= cap;
           const v = arr[p];
           if (v < lo) lo = v;
           if (v > hi) hi = v;
         }
+        chLo[c] = lo; chHi[c] = hi;
       }
     }
 
-    // ---- Y range
-    let y0, y1;
-    if (sv.yMode === "fixed") { [y0, y1] = sv.yFixed; }
-    else if (lo === Infinity) { [y0, y1] = this.yRange; }
-    else {
-      if (hi - lo < 1e-9 * Math.max(1, Math.abs(hi))) { lo -= 1; hi += 1; }
-      const padY = (hi - lo) * 0.05;
-      const step = niceStep(hi - lo + 2 * padY, Math.max(2, Math.floor(ph / (40 * dpr))));
-      y0 = Math.floor((lo - padY) / step) * step;
-      y1 = Math.ceil((hi + padY) / step) * step;
+    // ---- shared axis or one lane per channel; the default is decided once, from the data
+    if (sv.split === null && i1 - i0 >= 2) {
+      const want = wantsSplit(sv.channels, shown, chLo, chHi);
+      if (want !== null) { sv.split = want; sv.splitDecided?.(); }
     }
-    if (!(y1 > y0)) y1 = y0 + 1;
-    this.yRange = [y0, y1];
-    const ky = ph / (y1 - y0), yBase = padT + ph;
-    const Y = (v) => yBase - (v - y0) * ky;
+    const split = sv.split === true && shown.length > 0;
+    const lanes = split ? shown.map((c) => [c]) : [shown];
+    const n = lanes.length, sep = split ? Math.round(LANE_GAP * dpr) : 0;
+    const tickPx = (split ? 30 : 40) * dpr;
+    this.lanes = lanes.map((chans, li) => {
+      const top = padT + Math.round((li * (ph + sep)) / n);
+      const bot = padT + Math.round(((li + 1) * (ph + sep)) / n) - sep;
+      const h = Math.max(1, bot - top);
+      let lo = Infinity, hi = -Infinity;
+      for (const c of chans) { if (chLo[c] < lo) lo = chLo[c]; if (chHi[c] > hi) hi = chHi[c]; }
+      const key = split ? chans[0] : -1;
+      let y0, y1;
+      if (!split && sv.yMode === "fixed") [y0, y1] = sv.yFixed;
+      else if (lo === Infinity) [y0, y1] = this.prevRange.get(key) ?? [0, 1];   // nothing in view: keep the last range
+      else [y0, y1] = autoRange(lo, hi, Math.max(2, Math.floor(h / tickPx)));
+      if (!(y1 > y0)) y1 = y0 + 1;
+      this.prevRange.set(key, [y0, y1]);
+      const ky = h / (y1 - y0), yBase = top + h;
+      const ys = niceStep(y1 - y0, Math.max(2, Math.floor(h / tickPx)));
+      const ticks = [];
+      for (let k = Math.ceil(y0 / ys - 1e-6); k * ys <= y1 + ys * 1e-6; k++) ticks.push(k * ys);   // integer steps: no drift
+      return { chans, top, h, y0, y1, ys, ticks, Y: (v) => yBase - (v - y0) * ky };
+    });
+    if (!split) this.yRange = [this.lanes[0].y0, this.lanes[0].y1];
+    this.split = split;
 
-    // ---- ticks
-    const ys = niceStep(y1 - y0, Math.max(2, Math.floor(ph / (40 * dpr))));
-    const ydec = Math.max(0, -Math.floor(Math.log10(ys) + 1e-9)) + (ys / 10 ** Math.floor(Math.log10(ys)) === 2.5 ? 1 : 0);
-    const yTicks = [];
-    for (let v = Math.ceil(y0 / ys) * ys; v <= y1 + ys * 1e-6; v += ys) yTicks.push(v);
+    // ---- time ticks
     const minPx = 80 * dpr;
     const tsStep = TIME_STEPS.find((st) => st / spp >= minPx) ?? TIME_STEPS[TIME_STEPS.length - 1];
     const tTicks = [];
@@ -224,8 +278,14 @@ export class Chart {
     ctx.fillStyle = theme.muted;
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    const yLo = padT + 6 * dpr, yHi = padT + ph - 7 * dpr;   // keep labels clear of the time axis
-    for (const v of yTicks) ctx.fillText(Math.abs(v) < ys * 1e-6 ? "0" : v.toFixed(Math.min(ydec, 8)), padL - 4 * dpr, Math.min(yHi, Math.max(yLo, Math.round(Y(v)))));
+    for (const ln of this.lanes) {
+      const { ys, top, h } = ln;
+      const ydec = Math.max(0, -Math.floor(Math.log10(ys) + 1e-9)) + (ys / 10 ** Math.floor(Math.log10(ys)) === 2.5 ? 1 : 0);
+      const yLo = top + 6 * dpr, yHi = top + h - 7 * dpr;   // keep labels inside their lane, clear of the time axis
+      for (const v of ln.ticks) {
+        ctx.fillText(Math.abs(v) < ys * 1e-6 ? "0" : v.toFixed(Math.min(ydec, 8)), padL - 4 * dpr, Math.min(yHi, Math.max(yLo, Math.round(ln.Y(v)))));
+      }
+    }
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
     for (const t of tTicks) {
@@ -236,55 +296,44 @@ export class Chart {
 
     const gaps = s.gaps;
     if (dense) {
-      points = this._rasterDense(L, shown, Y, yTicks, tTicks, theme);
+      points = this._rasterDense(L, this.lanes, tTicks, theme);
     } else {
-      // grid
       ctx.lineWidth = Math.max(1, Math.round(dpr));
-      ctx.strokeStyle = theme.grid;
-      ctx.beginPath();
-      for (const v of yTicks) { const y = Math.round(Y(v)) + 0.5; ctx.moveTo(padL, y); ctx.lineTo(padL + pw, y); }
-      for (const t of tTicks) { const x = Math.round(padL + (t - tStart) / spp) + 0.5; ctx.moveTo(x, padT); ctx.lineTo(x, padT + ph); }
-      ctx.stroke();
-      // gaps (lost batches, outages): shaded; lines break across them
-      ctx.fillStyle = theme.gap;
-      for (const g of gaps) {
-        if (g.t1 < tStart || g.t0 > tEnd) continue;
-        const x0 = padL + (g.t0 - tStart) / spp, x1 = padL + (g.t1 - tStart) / spp;
-        const w = Math.max(3 * dpr, x1 - x0);
-        ctx.fillRect(Math.max(padL, (x0 + x1) / 2 - w / 2), padT, Math.min(w, pw), ph);
+      for (const ln of this.lanes) {
+        const { top, h, Y } = ln;
+        // grid
+        ctx.strokeStyle = theme.grid;
+        ctx.beginPath();
+        for (const v of ln.ticks) { const y = Math.round(Y(v)) + 0.5; ctx.moveTo(padL, y); ctx.lineTo(padL + pw, y); }
+        for (const t of tTicks) { const x = Math.round(padL + (t - tStart) / spp) + 0.5; ctx.moveTo(x, top); ctx.lineTo(x, top + h); }
+        ctx.stroke();
+        // gaps (lost batches, outages): shaded; lines break across them
+        ctx.fillStyle = theme.gap;
+        for (const g of gaps) {
+          if (g.t1 < tStart || g.t0 > tEnd) continue;
+          const x0 = padL + (g.t0 - tStart) / spp, x1 = padL + (g.t1 - tStart) / spp;
+          const w = Math.max(3 * dpr, x1 - x0);
+          ctx.fillRect(Math.max(padL, (x0 + x1) / 2 - w / 2), top, Math.min(w, pw), h);
+        }
       }
-      // lines: few points, so anti-aliased canvas paths are cheap
-      ctx.save();
-      ctx.beginPath();
-      ctx.rect(padL, padT, pw, ph);
-      ctx.clip();
       ctx.lineWidth = 1.25 * dpr;
       ctx.lineJoin = "round";
-      for (const c of shown) {
-        ctx.strokeStyle = theme.palette[c % theme.palette.length];
+      for (const ln of this.lanes) {
+        // lines: few points, so anti-aliased canvas paths are cheap
+        ctx.save();
         ctx.beginPath();
-        let pen = false;
-        const arr = s.v[c];
-        let gi = 0, prevT = -Infinity;
-        for (let i = i0; i < i1; i++) {
-          let p = head + i; if (p >= cap) p -= cap;
-          const t = T[p], v = arr[p];
-          while (gi < gaps.length && gaps[gi].t1 <= t) { if (prevT <= gaps[gi].t0) pen = false; gi++; }
-          prevT = t;
-          if (v !== v) { pen = false; continue; }   // NaN = missing
-          const x = padL + (t - tStart) / spp, y = Y(v);
-          if (pen) ctx.lineTo(x, y); else { ctx.moveTo(x, y); if (i + 1 >= i1) ctx.lineTo(x + dpr, y); pen = true; }
-          points++;
-        }
-        ctx.stroke();
+        ctx.rect(padL, ln.top, pw, ln.h);
+        ctx.clip();
+        for (const c of ln.chans) points += this._strokeSparse(c, i0, i1, L, ln.Y, theme);
+        ctx.restore();
       }
-      ctx.restore();
     }
 
-    // ---- frame and hover cursor
+    // ---- lane frames and names, hover cursor
     ctx.strokeStyle = theme.axis;
     ctx.lineWidth = Math.max(1, Math.round(dpr));
-    ctx.strokeRect(padL + 0.5, padT + 0.5, pw - 1, ph - 1);
+    for (const ln of this.lanes) ctx.strokeRect(padL + 0.5, ln.top + 0.5, pw - 1, ln.h - 1);
+    if (split) this._laneNames(L, theme);
     if (!s.len) {
       ctx.fillStyle = theme.muted;
       ctx.textAlign = "center";
@@ -298,16 +347,20 @@ export class Chart {
         const t = tStart + (x - padL) * spp;
         hover = this.sampleAt(t, Math.max(spp * 3, 2.5 / (this.sv.rateHz || 1)));
         ctx.strokeStyle = theme.axis;
+        ctx.lineWidth = Math.max(1, Math.round(dpr));
         ctx.beginPath();
-        ctx.moveTo(Math.round(x) + 0.5, padT); ctx.lineTo(Math.round(x) + 0.5, padT + ph);
+        for (const ln of this.lanes) { ctx.moveTo(Math.round(x) + 0.5, ln.top); ctx.lineTo(Math.round(x) + 0.5, ln.top + ln.h); }
         ctx.stroke();
         if (hover) {
           const hx = padL + (hover.t - tStart) / spp;
-          for (const c of shown) {
-            const v = hover.values[c];
-            if (v !== v) continue;
-            ctx.fillStyle = theme.palette[c % theme.palette.length];
-            ctx.beginPath(); ctx.arc(hx, Y(v), 3 * dpr, 0, 2 * Math.PI); ctx.fill();
+          for (const ln of this.lanes) {
+            for (const c of ln.chans) {
+              const v = hover.values[c];
+              if (v !== v) continue;
+              const y = Math.min(ln.top + ln.h, Math.max(ln.top, ln.Y(v)));
+              ctx.fillStyle = theme.palette[c % theme.palette.length];
+              ctx.beginPath(); ctx.arc(hx, y, 3 * dpr, 0, 2 * Math.PI); ctx.fill();
+            }
           }
         }
       }
@@ -317,15 +370,58 @@ export class Chart {
     return points;
   }
 
+  /** One channel as an anti-aliased canvas path (sparse views); breaks at gaps and NaN. */
+  _strokeSparse(c, i0, i1, L, Y, theme) {
+    const ctx = this.ctx, s = this.sv.series, cap = s.cap, head = s.head, T = s.t, gaps = s.gaps, dpr = this.dpr;
+    const { padL, tStart, spp } = L;
+    ctx.strokeStyle = theme.palette[c % theme.palette.length];
+    ctx.beginPath();
+    let pen = false, points = 0;
+    const arr = s.v[c];
+    let gi = 0, prevT = -Infinity;
+    for (let i = i0; i < i1; i++) {
+      let p = head + i; if (p >= cap) p -= cap;
+      const t = T[p], v = arr[p];
+      while (gi < gaps.length && gaps[gi].t1 <= t) { if (prevT <= gaps[gi].t0) pen = false; gi++; }
+      prevT = t;
+      if (v !== v) { pen = false; continue; }   // NaN = missing
+      const x = padL + (t - tStart) / spp, y = Y(v);
+      if (pen) ctx.lineTo(x, y); else { ctx.moveTo(x, y); if (i + 1 >= i1) ctx.lineTo(x + dpr, y); pen = true; }
+      points++;
+    }
+    ctx.stroke();
+    return points;
+  }
+
+  /** Split view: each lane's channel name and unit in its top-left corner. */
+  _laneNames(L, theme) {
+    const ctx = this.ctx, dpr = this.dpr, chans = this.sv.channels;
+    ctx.font = `600 ${Math.round(11 * dpr)}px system-ui, sans-serif`;
+    ctx.textAlign = "left";
+    ctx.textBaseline = "top";
+    for (const ln of this.lanes) {
+      const c = ln.chans[0], ch = chans[c];
+      if (!ch || ln.h < 14 * dpr) continue;
+      const text = ch.unit ? `${ch.name} (${ch.unit})` : ch.name;
+      const x = L.padL + 5 * dpr, y = ln.top + 3 * dpr, w = ctx.measureText(text).width;
+      ctx.globalAlpha = 0.8;
+      ctx.fillStyle = theme.bg;
+      ctx.fillRect(x - 2 * dpr, y - 1 * dpr, w + 4 * dpr, 13 * dpr);
+      ctx.globalAlpha = 1;
+      ctx.fillStyle = theme.palette[c % theme.palette.length];
+      ctx.fillText(text, x, y);
+    }
+  }
+
   /**
    * Dense view: the plot area is rasterised in JS into one ImageData. Each pixel
    * column of each channel is one vertical span from the column's min to its max,
-   * extended to the previous column's last value so the trace is connected.
-   * Skia never strokes a long path, which in software rendering costs more than
-   * everything else put together.
+   * extended to the previous column's last value so the trace is connected, and
+   * clipped to the channel's lane. Skia never strokes a long path, which in
+   * software rendering costs more than everything else put together.
    */
-  _rasterDense(L, shown, Y, yTicks, tTicks, theme) {
-    const { pw, ph, padL, padT, tStart, tEnd, spp } = L;
+  _rasterDense(L, lanes, tTicks, theme) {
+    const { pw, ph, padT, tStart, tEnd, spp } = L;
     if (!this.img || this.img.width !== pw || this.img.height !== ph) {
       this.img = this.ctx.createImageData(pw, ph);
       this.px = new Uint32Array(this.img.data.buffer);
@@ -340,40 +436,45 @@ export class Chart {
       let x0 = Math.floor((g.t0 - tStart) / spp), x1 = Math.ceil((g.t1 - tStart) / spp);
       if (x1 - x0 < 3) { const m = (x0 + x1) >> 1; x0 = m - 1; x1 = m + 2; }
       x0 = Math.max(0, x0); x1 = Math.min(pw, x1);
-      for (let y = 0; y < ph; y++) px.fill(gapC, y * pw + x0, y * pw + x1);
+      for (const ln of lanes) for (let y = ln.top - padT, ye = y + ln.h; y < ye; y++) px.fill(gapC, y * pw + x0, y * pw + x1);
       const k = Math.floor((g.t1 - tStart) / spp);
       if (k >= 0 && k < pw) br[k] = 1;
     }
-    for (const v of yTicks) {
-      const y = Math.round(Y(v)) - padT;
-      if (y >= 0 && y < ph) px.fill(gridC, y * pw, y * pw + pw);
-    }
-    for (const t of tTicks) {
-      const x = Math.round((t - tStart) / spp);
-      if (x >= 0 && x < pw) for (let y = 0; y < ph; y++) px[y * pw + x] = gridC;
-    }
-    let points = 0;
-    const ymax = ph - 1;
-    for (const c of shown) {
-      const col = solid32(theme.palette[c % theme.palette.length], theme.bg);
-      const cl = this.colLo[c], ch = this.colHi[c], co = this.colOrd[c];
-      let pen = false, prevY = 0;
-      for (let k = 0; k < pw; k++) {
-        if (br[k]) pen = false;
-        const lo = cl[k];
-        if (lo !== lo) continue;   // empty column: the next span bridges it
-        const yTop = Math.round(Y(ch[k])) - padT, yBot = Math.round(Y(lo)) - padT;
-        let y0 = yTop, y1 = yBot;
-        if (pen) { if (prevY < y0) y0 = prevY; if (prevY > y1) y1 = prevY; }
-        prevY = co[k] ? yBot : yTop;   // the value that came last in this column
-        pen = true;
-        points += yTop === yBot ? 1 : 2;
-        if (y0 < 0) y0 = 0;
-        if (y1 > ymax) y1 = ymax;
-        for (let y = y0, i = y0 * pw + k; y <= y1; y++, i += pw) px[i] = col;
+    for (const ln of lanes) {
+      const r0 = ln.top - padT, r1 = r0 + ln.h;
+      for (const v of ln.ticks) {
+        const y = Math.round(ln.Y(v)) - padT;
+        if (y >= r0 && y < r1) px.fill(gridC, y * pw, y * pw + pw);
+      }
+      for (const t of tTicks) {
+        const x = Math.round((t - tStart) / spp);
+        if (x >= 0 && x < pw) for (let y = r0; y < r1; y++) px[y * pw + x] = gridC;
       }
     }
-    this.ctx.putImageData(this.img, padL, padT);
+    let points = 0;
+    for (const ln of lanes) {
+      const Y = ln.Y, ymin = ln.top - padT, ymax = ymin + ln.h - 1;
+      for (const c of ln.chans) {
+        const col = solid32(theme.palette[c % theme.palette.length], theme.bg);
+        const cl = this.colLo[c], ch = this.colHi[c], co = this.colOrd[c];
+        let pen = false, prevY = 0;
+        for (let k = 0; k < pw; k++) {
+          if (br[k]) pen = false;
+          const lo = cl[k];
+          if (lo !== lo) continue;   // empty column: the next span bridges it
+          const yTop = Math.round(Y(ch[k])) - padT, yBot = Math.round(Y(lo)) - padT;
+          let y0 = yTop, y1 = yBot;
+          if (pen) { if (prevY < y0) y0 = prevY; if (prevY > y1) y1 = prevY; }
+          prevY = co[k] ? yBot : yTop;   // the value that came last in this column
+          pen = true;
+          points += yTop === yBot ? 1 : 2;
+          if (y0 < ymin) y0 = ymin;
+          if (y1 > ymax) y1 = ymax;
+          for (let y = y0, i = y0 * pw + k; y <= y1; y++, i += pw) px[i] = col;
+        }
+      }
+    }
+    this.ctx.putImageData(this.img, L.padL, padT);
     return points;
   }
 

@@ -204,7 +204,7 @@ def _fake_main(argv: list[str]) -> int:  # pragma: no cover - a dev tool, exerci
     ap.add_argument("--heartbeat", type=float, default=2.0)
     ap.add_argument("--wide", default="", help="C:RATE adds sim/wide with C channels at RATE Hz")
     ap.add_argument("--late", default="", help="ID:SECONDS adds a stream after SECONDS")
-    ap.add_argument("--skip-every", type=int, default=0, help="skip one seq every N batches (sim/env)")
+    ap.add_argument("--skip-every", type=int, default=0, help="skip one seq every N batches (sim/env, sim/wide)")
     ap.add_argument("--dropped-every", type=int, default=0, help="announce+skip one batch every N (sim/power)")
     ap.add_argument("--no-env", action="store_true")
     a = ap.parse_args(argv)
@@ -350,7 +350,7 @@ def _fake_main(argv: list[str]) -> int:  # pragma: no cover - a dev tool, exerci
                 fr = s.make(now)
                 if fr is None:
                     continue
-                if a.skip_every and s.key == 1 and n % a.skip_every == 0:
+                if a.skip_every and s.key in (1, 4) and n % a.skip_every == 0:
                     continue  # lost on the way: seq jump only
                 drop = a.dropped_every and s.key == 3 and n % a.dropped_every == 0
                 for cl in clients:

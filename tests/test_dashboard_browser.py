@@ -1,13 +1,15 @@
 """The dashboard in a real browser (Debian's chromium through Playwright).
 
 One real server (`python -m sensorstream serve --simulate --seed 1 --simulate-late
-sim/late:4`) and one page are shared by the tests in file order: the late stream
+sim/late:6`) and one page are shared by the tests in file order: the late stream
 appears while the page is open, later tests pause, export, kill and restart the
 server. The drop/gap rendering test uses the contract fake (tests/browser_util.py),
 because it can inject sequence gaps and `dropped` messages on demand.
 
 Synchronisation is by bounded waits on page state (`wait_for_function`), never
-by fixed sleeps.
+by fixed sleeps; the bounds are generous (a loaded 2-core machine) but finite.
+Without /usr/bin/chromium (or Playwright) the module is skipped, except when
+CI=true, where that is a failure.
 """
 
 from __future__ import annotations
@@ -22,21 +24,26 @@ import time
 import pytest
 
 try:
-    from .browser_util import ServerProcess, WsClient, chromium_path, launch_chromium
+    from .browser_util import CHROMIUM, ServerProcess, WsClient, chromium_path, launch_chromium
 except ImportError:  # tests/ collected as a rootdir, not a package
-    from browser_util import ServerProcess, WsClient, chromium_path, launch_chromium
+    from browser_util import CHROMIUM, ServerProcess, WsClient, chromium_path, launch_chromium
 
 pytestmark = pytest.mark.browser
 
+IN_CI = os.environ.get("CI") == "true"
+if IN_CI and not os.path.exists(CHROMIUM):
+    pytest.fail(f"chromium is required in CI ({CHROMIUM} missing)", pytrace=False)
 if chromium_path() is None:
-    if os.environ.get("CI") == "true":
-        pytest.fail("chromium is required in CI (/usr/bin/chromium missing)", pytrace=False)
-    pytest.skip("chromium not installed (/usr/bin/chromium)", allow_module_level=True)
+    pytest.skip(f"chromium not installed ({CHROMIUM})", allow_module_level=True)
+try:
+    from playwright import sync_api
+except ImportError:
+    if IN_CI:
+        pytest.fail("playwright is required in CI (pip install -e .[test])", pytrace=False)
+    pytest.skip("playwright not installed", allow_module_level=True)
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
-LATE_S = 4.0
-WAIT = 10_000  # ms, default bound for page waits
+LATE_S = 6.0
+WAIT = 15_000  # ms, default bound for page waits (generous: a loaded 2-core machine)
 EXPECTED = {
     "sim/env": ["temperature", "humidity", "pressure"],
     "sim/imu": ["ax", "ay", "az", "gx", "gy", "gz"],
@@ -64,6 +71,11 @@ class Page:
     def wait(self, expr, arg=None, timeout=WAIT):
         return self.page.wait_for_function(expr, arg=arg, timeout=timeout, polling=50)
 
+    def lanes(self, stream_id: str) -> list[dict]:
+        """Per lane of the chart: its channels, a hash of its pixels and how many
+        pixels are (close to) its channel's colour, and how many are gap-shaded."""
+        return self.js(LANES_JS, stream_id)
+
     def canvas_sum(self, stream_id: str) -> int:
         return self.js(
             """id => { const c = document.querySelector(`[data-stream="${id}"] canvas`);
@@ -72,6 +84,29 @@ class Page:
                        return h; }""",
             stream_id,
         )
+
+
+LANES_JS = """id => {
+  const sv = sensorstream.streams.get(id), snap = sensorstream.snapshot(id), v = snap.view;
+  const ctx = sv.canvas.getContext('2d');
+  const rgb = (css) => { const c = new OffscreenCanvas(1, 1).getContext('2d'); c.fillStyle = css; c.fillRect(0, 0, 1, 1);
+                         return c.getImageData(0, 0, 1, 1).data; };
+  const cs = getComputedStyle(document.documentElement);
+  const gapTint = (() => { const c = new OffscreenCanvas(1, 1).getContext('2d');
+    c.fillStyle = cs.getPropertyValue('--card'); c.fillRect(0, 0, 1, 1); c.fillStyle = cs.getPropertyValue('--gap'); c.fillRect(0, 0, 1, 1);
+    return c.getImageData(0, 0, 1, 1).data; })();
+  return snap.lanes.map(l => {
+    const d = ctx.getImageData(v.padL + 1, l.top + 1, v.pw - 2, l.height - 2).data;
+    const cols = l.channels.map(n => rgb(sv.swatches[sv.channels.findIndex(c => c.name === n)].style.getPropertyValue('--sw')));
+    let hash = 0, ink = 0, gapPx = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      hash = (hash * 31 + d[i] + 3 * d[i + 1] + 7 * d[i + 2]) >>> 0;
+      if (cols.some(c => Math.abs(c[0] - d[i]) + Math.abs(c[1] - d[i + 1]) + Math.abs(c[2] - d[i + 2]) < 90)) ink++;
+      if (Math.abs(gapTint[0] - d[i]) + Math.abs(gapTint[1] - d[i + 1]) + Math.abs(gapTint[2] - d[i + 2]) < 6) gapPx++;
+    }
+    return {channels: l.channels, top: l.top, height: l.height, yRange: l.yRange, hash, ink, gap: gapPx};
+  });
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +127,7 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def page(server, browser):
+def page(browser, server):   # browser first: the page connects right after the server starts
     ctx = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     pg = Page(ctx.new_page())
     pg.page.goto(server.url)
@@ -204,6 +239,59 @@ def test_values_match_what_the_server_sent(page, server):
         assert any(math.isclose(shown, r[c], rel_tol=2e-3, abs_tol=2e-3) for r in recents), (c, text, recents[-3:])
 
 
+def test_split_lanes_for_different_scales(page, server):
+    """sim/env (°C ~22, % ~45, hPa ~1013) starts split into one lane per channel,
+    each with its own Y range; same-unit or similar-scale streams stay on one axis."""
+    pg = page.page
+    _wait_data(page, EXPECTED, 20)
+    page.wait("['sim/env', 'sim/imu', 'sim/power'].every(id => sensorstream.snapshot(id).split !== null)")
+    env = page.js("sensorstream.snapshot('sim/env')")
+    assert env["split"] is True and env["splitByUser"] is False
+    assert [ln["channels"] for ln in env["lanes"]] == [["temperature"], ["humidity"], ["pressure"]]
+    for ln, value in zip(env["lanes"], env["latest"]):
+        lo, hi = ln["yRange"]
+        assert lo <= value <= hi and hi - lo < 50, (ln, value)   # its own scale, not 20..1015
+    tops = [ln["top"] for ln in env["lanes"]]
+    assert tops == sorted(tops) and all(a["top"] + a["height"] < b["top"] for a, b in zip(env["lanes"], env["lanes"][1:]))
+    for sid in ("sim/imu", "sim/power"):
+        assert page.js("id => sensorstream.snapshot(id)", sid)["split"] is False, sid
+        assert len(page.js("id => sensorstream.snapshot(id).lanes", sid)) == 1
+    card = pg.get_by_test_id("stream-sim/env")
+    sync_api.expect(card.get_by_test_id("split")).to_have_attribute("aria-pressed", "true")
+    sync_api.expect(card.get_by_test_id("y-mode")).to_be_disabled()   # lanes always autoscale
+    # every lane shows its channel's trace, and every lane scrolls while live
+    page.wait("id => sensorstream.snapshot(id).lanes.length === 3", "sim/env")
+    before = page.lanes("sim/env")
+    assert all(ln["ink"] > 50 for ln in before), before
+    page.wait(f"([id, h]) => ({LANES_JS})(id).every((l, i) => l.hash !== h[i])", ["sim/env", [ln["hash"] for ln in before]])
+    # hiding a channel removes its lane; showing it brings it back
+    card.get_by_test_id("legend-humidity").get_by_role("button").click()
+    page.wait("sensorstream.snapshot('sim/env').lanes.map(l => l.channels[0]).join() === 'temperature,pressure'")
+    assert all(ln["ink"] > 50 for ln in page.lanes("sim/env"))
+    card.get_by_test_id("legend-humidity").get_by_role("button").click()
+    page.wait("sensorstream.snapshot('sim/env').lanes.length === 3")
+    # hover: one cursor, the tooltip lists every channel
+    box = card.get_by_test_id("chart").bounding_box()
+    pg.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
+    tip = card.get_by_test_id("tooltip")
+    sync_api.expect(tip).to_contain_text("humidity")
+    sync_api.expect(tip).to_contain_text("hPa")
+    pg.mouse.move(0, 0)
+    sync_api.expect(tip).to_be_hidden()
+    # the button turns it off (and the user's choice sticks): one shared axis again
+    card.get_by_test_id("split").click()
+    sync_api.expect(card.get_by_test_id("split")).to_have_attribute("aria-pressed", "false")
+    page.wait("(s => s.lanes.length === 1 && s.yRange[1] > 500 && s.yRange[0] < 50)(sensorstream.snapshot('sim/env'))")
+    assert page.js("sensorstream.snapshot('sim/env').splitByUser") is True
+    # and imu can be split by hand: six lanes, each with ink
+    pg.get_by_test_id("stream-sim/imu").get_by_test_id("split").click()
+    page.wait("sensorstream.snapshot('sim/imu').lanes.length === 6")
+    page.js("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    assert all(ln["ink"] > 50 for ln in page.lanes("sim/imu")), page.lanes("sim/imu")
+    pg.get_by_test_id("stream-sim/imu").get_by_test_id("split").click()
+    page.wait("sensorstream.snapshot('sim/imu').lanes.length === 1")
+
+
 def test_controls_window_pause_hide_yfix_hover(page, server):
     pg = page.page
     card = pg.get_by_test_id("stream-sim/env")
@@ -223,7 +311,9 @@ def test_controls_window_pause_hide_yfix_hover(page, server):
     pg.get_by_test_id("pause").click()
     page.wait("t => sensorstream.snapshot('sim/imu').view.tEnd > t + 0.4", len0)
     assert page.canvas_sum("sim/imu") != frozen
-    # hide pressure (1013 hPa): the autoscaled range drops to the other channels
+    # hide pressure (1013 hPa): the autoscaled range drops to the other channels (shared axis:
+    # the split test above turned sim/env's lanes off)
+    assert page.js("sensorstream.snapshot('sim/env').split") is False
     assert page.js("sensorstream.snapshot('sim/env').yRange[1]") > 500
     card.get_by_test_id("legend-pressure").get_by_role("button").click()
     sync_api.expect(card.get_by_test_id("legend-pressure").get_by_role("button")).to_have_attribute("aria-pressed", "false")
@@ -341,9 +431,9 @@ def test_server_restart_reconnects_and_refills(page, server):
 
 
 def test_drops_and_seq_gaps_are_marked(browser):
-    # The contract fake skips one sim/env seq every 20 batches and announces a
-    # dropped sim/power batch every 30.
-    with ServerProcess(["--skip-every", "20", "--dropped-every", "30"], fake=True) as srv:
+    # The contract fake skips one sim/env (and sim/wide) seq every 20 batches and
+    # announces a dropped sim/power batch every 30.
+    with ServerProcess(["--skip-every", "20", "--dropped-every", "30", "--wide", "3:1000"], fake=True) as srv:
         ctx = browser.new_context(viewport={"width": 1200, "height": 800})
         pg = Page(ctx.new_page())
         try:
@@ -355,6 +445,15 @@ def test_drops_and_seq_gaps_are_marked(browser):
                 assert snap["gaps"], snap
                 sync_api.expect(pg.page.get_by_test_id(f"stream-{sid}").get_by_test_id("drops")).to_contain_text("dropped")
             assert pg.js("sensorstream.snapshot('sim/imu').drops") == 0
+            # split into lanes: gap marks and traces in every lane, for a sparse view (env,
+            # 10 Hz: canvas paths) and a dense one (wide, 1 kHz: min/max columns, JS raster)
+            pg.wait("sensorstream.snapshot('sim/wide').gaps.length >= 1 && (v => sensorstream.snapshot('sim/wide').len > 2 * v.pw)"
+                    "(sensorstream.snapshot('sim/wide').view)", timeout=WAIT)
+            for sid in ("sim/env", "sim/wide"):
+                pg.js("id => sensorstream.setSplit(id, true)", sid)
+                n = len(pg.js("id => sensorstream.snapshot(id).channels", sid))
+                pg.wait("([id, n]) => sensorstream.snapshot(id).lanes.length === n", [sid, n])
+                pg.wait(f"id => ({LANES_JS})(id).every(l => l.gap > 20 && l.ink > 50)", sid, timeout=WAIT)
             assert not [e for e in pg.errors if not _is_ws_noise(e)], pg.errors
         finally:
             ctx.close()
