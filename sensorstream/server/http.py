@@ -214,7 +214,9 @@ async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str, *, r
         except _Reject as e:
             server.stats.http_rejected_total += 1
             server.stats.reject(_REASONS.get(e.status, "bad_request"))
-            log.info("http %s: %d %s", peer, e.status, e.message, extra={"event": "refused", "peer": peer, "status": e.status})
+            # h11 may quote a bad header line: never one that could carry the token.
+            msg = "malformed request" if b"authorization" in e.message.lower().encode("latin-1", "replace") else e.message[:120]
+            log.info("http %s: %d %s", peer, e.status, msg, extra={"event": "refused", "peer": peer, "status": e.status})
             await _send_simple(conn, stream, e.status, e.message)
             return
         if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
