@@ -48,6 +48,41 @@ class _CloseLog(logging.Handler):
             self.closes.append((port, record.created, str(reason)))
 
 
+def send_floor(server: Server, rounds: int) -> dict:
+    """Diagnostic: the CPU cost of the bare send() of one 1 KiB frame to every client,
+    with no server logic around it: the floor any fan-out in this process pays."""
+    from sensorstream.protocol import encode_batch
+    from sensorstream.server.ws import ws_binary_frame
+
+    ts, vals = SyntheticBatches(0.05).make()
+    wire = ws_binary_frame(encode_batch(1, 0, ts, vals))
+    fds = []
+    for s in server.sessions:
+        d = s._direct
+        if d is not None and d.idle and d.gate.value:
+            fds.append(d.sock.fileno())
+    hub, key = server.hub, server.hub.stream_by_id(STREAM_ID).key
+    n = pn = 0
+    cpu = pcpu = 0.0
+    # Interleaved with real publishes of the same size, so both see the same machine.
+    for i in range(rounds):
+        c0 = time.thread_time()
+        for fd in fds:
+            try:
+                n += os.write(fd, wire) == len(wire)
+            except OSError:
+                pass
+        c1 = time.thread_time()
+        f0 = server.stats.frames_sent_total
+        ts, vals = SyntheticBatches(0.05).make()
+        hub.publish(key, hub.next_seq(key), ts, vals)
+        c2 = time.thread_time()
+        cpu += c1 - c0
+        pcpu += c2 - c1
+        pn += server.stats.frames_sent_total - f0
+    return {"floor_writes": n, "floor_us": 1e6 * cpu / max(n, 1), "publish_frames": pn, "publish_us": 1e6 * pcpu / max(pn, 1)}
+
+
 def make_config(a: argparse.Namespace) -> ServerConfig:
     cfg = ServerConfig(host="127.0.0.1", port=0, window_s=a.window, ping_interval=a.ping_interval,
                        ping_timeout=a.ping_timeout, send_timeout=a.send_timeout, heartbeat_s=a.heartbeat)
@@ -70,7 +105,7 @@ async def main(a: argparse.Namespace) -> None:
     hub = server.hub
     key = hub.add_stream(STREAM_ID, [Channel(f"c{i}") for i in range(CHANNELS)], rate_hz=1000).key
     batches = SyntheticBatches(a.window)
-    state = {"rate": 0.0, "published": 0}
+    state = {"rate": 0.0, "published": 0, "publish_cpu": 0.0, "publish_frames": 0}
     changed = trio.Event()
 
     async def publisher():
@@ -91,7 +126,11 @@ async def main(a: argparse.Namespace) -> None:
                     continue
                 await trio.sleep_until(due)
                 ts, vals = batches.make()
+                c0, f0 = time.thread_time(), server.stats.frames_sent_total
                 hub.publish(key, seq, ts, vals)
+                # CPU spent inside publish (encode + fan-out) and the frames it wrote at once.
+                state["publish_cpu"] += time.thread_time() - c0
+                state["publish_frames"] += server.stats.frames_sent_total - f0
                 seq += 1
                 state["published"] += 1
 
@@ -123,8 +162,11 @@ async def main(a: argparse.Namespace) -> None:
                     st = server.stats
                     emit({**self_stats(), "frames_sent": st.frames_sent_total, "bytes_sent": st.bytes_sent_total,
                           "published": state["published"], "connections": st.connections_open,
+                          "publish_cpu": state["publish_cpu"], "publish_frames": state["publish_frames"],
                           "dropped": st.dropped_batches_total, "ping_timeouts": st.ping_timeouts_total,
                           "send_timeouts": st.send_timeouts_total, "closes": len(closelog.closes)})
+                elif cmd == "floor":
+                    emit(send_floor(server, int(words[1]) if len(words) > 1 else 20))
                 elif cmd == "closes":
                     emit({"closes": closelog.closes})
                 else:
