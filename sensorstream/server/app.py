@@ -165,6 +165,8 @@ class Server:
                         await handle_http(self, tls, peer, refuse=refuse[::2])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
+            except Exception:
+                log.exception("connection %s failed", peer)
             finally:
                 self._refusing -= 1
                 await trio.aclose_forcefully(stream)
