@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--history", type=float, default=0.0, help="start with this many seconds of history")
     t.add_argument("--count", type=int, default=0, help="stop after this many samples (0: run until Ctrl-C)")
     t.add_argument("--batches", action="store_true", help="one line per batch instead of per sample")
+    t.add_argument("--cafile", default=None, help="trust this CA (or self-signed) certificate for wss:// URLs")
     serial_cli.add_subcommands(sub)
     return p
 
@@ -166,7 +167,12 @@ async def tail(a: argparse.Namespace) -> None:
     from .client import open_client
 
     printed = 0
-    async with open_client(a.url, a.stream or ["*"], history_s=a.history) as client:
+    ctx = None
+    if a.cafile:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=a.cafile)
+    async with open_client(a.url, a.stream or ["*"], history_s=a.history, ssl_context=ctx) as client:
         async for batch in client:
             info = client.streams.get(batch.key)
             sid = info.id if info else f"key{batch.key}"

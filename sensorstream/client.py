@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -51,13 +52,15 @@ class ClientState:
 
 class Client:
     def __init__(self, url: str, streams: Iterable[str], *, history_s: float = 0.0, reconnect: bool = True,
-                 backoff_min: float = 0.5, backoff_max: float = 5.0, buffer: int = 4096, max_history_s: float = 60.0):
+                 backoff_min: float = 0.5, backoff_max: float = 5.0, buffer: int = 4096, max_history_s: float = 60.0,
+                 ssl_context: "ssl.SSLContext | None" = None):
         self.url = url
         self.patterns = list(streams)
         self.history_s = history_s
         self.reconnect = reconnect
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
         self.max_history_s = max_history_s
+        self.ssl_context = ssl_context  # for wss:// with a private CA or a self-signed certificate
         self.streams: dict[int, StreamInfo] = {}
         self.state = ClientState()
         self.connected = trio.Event()
@@ -92,7 +95,7 @@ class Client:
         async with self._send:
             while True:
                 try:
-                    async with trio_websocket.open_websocket_url(self.url) as ws:
+                    async with trio_websocket.open_websocket_url(self.url, ssl_context=self.ssl_context) as ws:
                         self._ws = ws
                         self.state.connects += 1
                         delay = self.backoff_min

@@ -25,7 +25,7 @@ async def start_serve(*args: str) -> tuple[trio.Process, int, list[bytes]]:
             chunk = await proc.stdout.receive_some(4096)
             assert chunk, f"server exited early: {out!r}"
             out += chunk
-    port = int(re.search(rb"http://127\.0\.0\.1:(\d+)/", out).group(1))
+    port = int(re.search(rb"https?://127\.0\.0\.1:(\d+)/", out).group(1))
     return proc, port, [out]
 
 
@@ -79,3 +79,22 @@ def test_console_script_and_module_agree():
     h = subprocess.run([sys.executable, "-m", "sensorstream", "serve", "--help"], capture_output=True, text=True, cwd=ROOT)
     for flag in ("--simulate", "--ping-interval", "--ping-timeout", "--send-timeout", "--seed", "--imu-rate"):
         assert flag in h.stdout
+
+
+async def test_tail_over_wss_with_a_self_signed_certificate(tmp_path):
+    from .httpraw import self_signed_cert
+
+    certfile, keyfile = self_signed_cert(tmp_path)
+    proc, port, _ = await start_serve("--simulate", "--certfile", str(certfile), "--keyfile", str(keyfile), "--token", "s3cret")
+    try:
+        with trio.fail_after(20):
+            res = await trio.run_process(
+                [sys.executable, "-m", "sensorstream", "tail", f"wss://127.0.0.1:{port}/ws?token=s3cret", "--stream", "sim/env",
+                 "--count", "3", "--cafile", str(certfile)],
+                capture_stdout=True, capture_stderr=True, cwd=ROOT,
+            )
+        assert len(res.stdout.decode().splitlines()) == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            await proc.wait()
