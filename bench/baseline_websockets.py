@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import gc
 import json
 import logging
 import os
+import struct
 import sys
+import termios
 import time
 
 from websockets.asyncio.server import broadcast, serve
@@ -44,6 +47,7 @@ async def main(a: argparse.Namespace) -> None:
 
     async def handler(ws):
         state["connections"] += 1
+        port = ws.remote_address[1] if ws.remote_address else -1
         try:
             await ws.send(HELLO)
             async for msg in ws:
@@ -55,7 +59,7 @@ async def main(a: argparse.Namespace) -> None:
         finally:
             clients.discard(ws)
             state["connections"] -= 1
-            closes.append((ws.remote_address[1] if ws.remote_address else -1, time.time(), str(ws.close_code)))
+            closes.append((port, time.time(), f"close code {ws.close_code}"))
 
     async def publisher():
         loop = asyncio.get_running_loop()
@@ -98,7 +102,19 @@ async def main(a: argparse.Namespace) -> None:
         elif cmd == "stats":
             if len(words) > 1 and words[1] == "gc":
                 gc.collect()
-            emit({**self_stats(), "frames_sent": state["frames_sent"], "published": state["published"],
+            sndq = queued = 0
+            for ws in list(clients):
+                tr = ws.transport
+                if tr is None or tr.is_closing():
+                    continue
+                queued += tr.get_write_buffer_size()
+                sock = tr.get_extra_info("socket")
+                if sock is not None and sock.fileno() >= 0:
+                    try:
+                        sndq += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+                    except OSError:
+                        pass
+            emit({**self_stats(), "kernel_sendq": sndq, "user_queued_bytes": queued, "frames_sent": state["frames_sent"], "published": state["published"],
                   "connections": state["connections"], "dropped": 0, "ping_timeouts": None, "closes": len(closes)})
         elif cmd == "closes":
             emit({"closes": closes})
@@ -125,7 +141,8 @@ async def main(a: argparse.Namespace) -> None:
 
     loop.add_reader(fd, readable)
     async with serve(handler, "127.0.0.1", 0, compression=None, ping_interval=a.ping_interval,
-                     ping_timeout=a.ping_timeout, backlog=4096, max_size=64 * 1024) as server:
+                     ping_timeout=a.ping_timeout, close_timeout=1.0,  # sensorstream's close_timeout default
+                     backlog=4096, max_size=64 * 1024) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         task = asyncio.create_task(publisher())
         emit({"port": port, "pid": os.getpid(), "impl": "websockets", "started": time.time()})

@@ -155,3 +155,121 @@ class Child:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ------------------------------------------------------------------ a server and its clients
+
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+IMPLS = {"sensorstream": "bench.server_proc", "websockets": "bench.baseline_websockets"}
+
+
+class Cluster:
+    """One server process (sensorstream or the websockets baseline) and the load
+    generator processes holding `clients` connections to it.
+
+    Server pinned to SERVER_CPU, load generators to CLIENT_CPU, so the client
+    side never competes with the server for its core (the machine's other tenants still may).
+    """
+
+    def __init__(self, impl: str, clients: int, *, procs: int = 1, stalled: int = 0,
+                 ping_interval: float = 5.0, ping_timeout: float = 10.0, send_timeout: float = 10.0,
+                 window: float = 0.05):
+        self.impl = impl
+        self.clients = clients
+        flags = ["--cpu", str(SERVER_CPU), "--window", str(window), "--ping-interval", str(ping_interval),
+                 "--ping-timeout", str(ping_timeout)]
+        if impl == "sensorstream":
+            flags += ["--send-timeout", str(send_timeout)]
+        self.srv = Child(IMPLS[impl], flags, name=impl)
+        self.lgs: list[Child] = []
+        try:
+            hello = self.srv.read(60)
+            self.port = hello["port"]
+            self.pid = hello["pid"]
+            per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+            st = [stalled // procs + (1 if i < stalled % procs else 0) for i in range(procs)]
+            for i, n in enumerate(per):
+                if n:
+                    self.lgs.append(Child("bench.loadgen", ["--port", str(self.port), "--clients", str(n), "--stalled", str(st[i]),
+                                                            "--cpu", str(CLIENT_CPU)], name=f"loadgen{i}"))
+            self.ready = self.failed = 0
+            for lg in self.lgs:
+                r = lg.read(300)
+                self.ready += r["ready"]
+                self.failed += r["failed"]
+        except BaseException:
+            self.close()
+            raise
+
+    def publish(self, rate: float) -> None:
+        self.srv.cmd(f"publish {rate:g}")
+
+    def stats(self, gc: bool = False) -> dict:
+        return self.srv.cmd("stats gc" if gc else "stats")
+
+    def reset(self) -> None:
+        for lg in self.lgs:
+            lg.cmd("reset")
+
+    def report(self) -> dict:
+        return merge_reports([lg.cmd("report", 120) for lg in self.lgs])
+
+    def close(self) -> None:
+        try:
+            self.srv.send("publish 0")
+        except (BrokenPipeError, OSError):
+            pass
+        for lg in self.lgs:
+            lg.close()
+        self.srv.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def merge_reports(reps: list[dict]) -> dict:
+    from .loadgen import decode_array
+
+    out = {"frames": sum(r["frames"] for r in reps), "bytes": sum(r["bytes"] for r in reps),
+           "open": sum(r["open"] for r in reps), "cpu": sum(r["cpu"] for r in reps),
+           "closed_by_server": [c for r in reps for c in r["closed_by_server"]],
+           "t0": min(r["t0"] for r in reps), "t1": max(r["t1"] for r in reps)}
+    for k in ("lat_last", "lat_first", "lat_app"):
+        out[k] = np.concatenate([decode_array(r[k]) for r in reps]) if reps else np.zeros(0)
+    spread: dict[str, list] = {}
+    for r in reps:
+        for seq, (lo, hi, n) in r["spread"].items():
+            s = spread.get(seq)
+            if s is None:
+                spread[seq] = [lo, hi, n]
+            else:
+                s[0], s[1], s[2] = min(s[0], lo), max(s[1], hi), s[2] + n
+    out["spread"] = spread
+    return out
+
+
+def cpu_delta(s0: dict, s1: dict) -> float:
+    return (s1["cpu_user"] + s1["cpu_sys"]) - (s0["cpu_user"] + s0["cpu_sys"])
+
+
+def ratio(a, b) -> float | None:
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def median(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(np.median(xs)) if xs else None
+
+
+def row(section: str, metric: str, ours, base, target: str = "", ok: bool | None = None, unit: str = "",
+        ratio_value: float | None = None) -> dict:
+    """One line of the results table: our figure, the baseline's, their ratio (ours/baseline)."""
+    return {"section": section, "metric": metric, "unit": unit, "sensorstream": ours, "baseline": base,
+            "ratio": ratio_value if ratio_value is not None else ratio(ours, base), "target": target, "ok": ok}

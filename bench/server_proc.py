@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import gc
 import logging
 import os
+import struct
+import termios
 import time
 
 import trio
@@ -46,6 +49,23 @@ class _CloseLog(logging.Handler):
             except (IndexError, ValueError):
                 port = -1
             self.closes.append((port, record.created, str(reason)))
+
+
+def queues(server: Server) -> tuple[int, int]:
+    """Bytes waiting in the kernel's send queues of all client sockets (SIOCOUTQ), and
+    bytes of data frames waiting in the sessions' own queues (frames are shared between
+    clients, so this overstates the memory they hold)."""
+    sndq = queued = 0
+    for s in server.sessions:
+        stream = getattr(s.ws, "_stream", None)
+        sock = getattr(getattr(stream, "stream", stream), "socket", None)
+        if sock is not None and sock.fileno() >= 0:
+            try:
+                sndq += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            except OSError:
+                pass
+        queued += sum(len(f.payload) for f in s.queue if hasattr(f, "payload"))
+    return sndq, queued
 
 
 def send_floor(server: Server, rounds: int) -> dict:
@@ -160,7 +180,8 @@ async def main(a: argparse.Namespace) -> None:
                     if len(words) > 1 and words[1] == "gc":
                         gc.collect()
                     st = server.stats
-                    emit({**self_stats(), "frames_sent": st.frames_sent_total, "bytes_sent": st.bytes_sent_total,
+                    sndq, queued = queues(server)
+                    emit({**self_stats(), "kernel_sendq": sndq, "user_queued_bytes": queued, "frames_sent": st.frames_sent_total, "bytes_sent": st.bytes_sent_total,
                           "published": state["published"], "connections": st.connections_open,
                           "publish_cpu": state["publish_cpu"], "publish_frames": state["publish_frames"],
                           "dropped": st.dropped_batches_total, "ping_timeouts": st.ping_timeouts_total,

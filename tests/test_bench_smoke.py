@@ -1,0 +1,46 @@
+"""The benchmark harness runs end to end at tiny sizes and writes the result keys.
+
+Not a benchmark and no timing assertions: figures at these sizes mean nothing.
+It only checks that the machinery (server and baseline processes, load
+generators, the harness and its JSON) still works. The real run is `python -m bench`.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke_run_writes_every_result(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--only", "fanout,latency,memory,reclaim", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["size"] == "smoke" and res["machine"]["cpus"]
+    assert set(res["benches"]) == {"fanout", "latency", "memory", "reclaim"}
+    assert not [b for b, r in res["benches"].items() if "error" in r]
+
+    fan = res["benches"]["fanout"]["cases"]
+    for case in fan.values():
+        s = case["summary"]
+        assert set(s["us_per_frame"]) == {"sensorstream", "websockets"}
+        assert "ratio" in s and "send_floor_us" in s and "frames_per_core_s" in s
+    lat = res["benches"]["latency"]["combined"]
+    assert set(lat) == {"sensorstream/none", "websockets/none", "sensorstream/stalled", "websockets/stalled"}
+    for figs in lat.values():
+        for key in ("delivery_ms", "sample_ms", "spread_ms"):
+            assert set(figs[key]) >= {"p50", "p99", "max"}
+        assert "rss_growth_mb" in figs and "kernel_sendq_end_mb" in figs
+    mem = res["benches"]["memory"]
+    assert mem["sensorstream"]["clients"] > 0 and "kib_per_connection" in mem["websockets"]
+    rec = res["benches"]["reclaim"]
+    assert {"max_s", "reclaimed", "silenced", "limit_s"} <= set(rec["sensorstream"])
+
+    rows = res["rows"]
+    assert rows and all({"section", "metric", "sensorstream", "baseline", "ratio", "target", "ok"} <= set(r) for r in rows)
+    assert "sensorstream" in proc.stdout and "baseline" in proc.stdout  # the table was printed
