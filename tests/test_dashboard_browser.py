@@ -126,10 +126,40 @@ def browser():
         b.close()
 
 
+def _wait_server_history(server, ids, seconds: float, timeout: float = 20.0) -> None:
+    """Until the server's history of every stream in `ids` spans `seconds` (asked
+    with a Python client, polled: there is no event for it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client = WsClient(server.url)
+        try:
+            keys = {s["key"]: s["id"] for s in client.hello["streams"] if s["id"] in ids}
+            client.send({"type": "subscribe", "ref": "h", "streams": sorted(ids), "history_s": 60})
+            span: dict[str, list[float]] = {}
+            live: set[int] = set()
+            while len(live) < len(keys):   # history comes first, then live, per stream
+                m = client.recv(timeout=max(0.1, deadline - time.monotonic()))
+                if "kind" in m and m["key"] in keys and m["ts"]:
+                    if not m["flags"] & 1:
+                        live.add(m["key"])
+                    elif m["key"] not in live:
+                        span.setdefault(keys[m["key"]], [m["ts"][0], 0.0])[1] = m["ts"][-1]
+            if len(span) == len(keys) == len(ids) and all(v[1] - v[0] >= seconds for v in span.values()):
+                return
+        finally:
+            client.close()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server history did not reach {seconds} s within {timeout} s")
+        time.sleep(0.2)   # poll interval, not synchronisation
+
+
 @pytest.fixture(scope="module")
-def page(browser, server):   # browser first: the page connects right after the server starts
+def page(browser, server):   # browser first: the page connects soon after the server starts
     ctx = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     pg = Page(ctx.new_page())
+    # the page must connect when the server already has some history (history test)
+    # but before the late stream appears (late-stream test)
+    _wait_server_history(server, list(EXPECTED), 1.5)
     pg.page.goto(server.url)
     pg.wait("window.sensorstream && sensorstream.state.conn === 'connected'")
     pg.hello_at = time.time()
