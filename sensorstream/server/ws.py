@@ -110,7 +110,7 @@ class DirectWriter:
     tests/test_ws_private_api.py fails loudly if a release changes them.
     """
 
-    __slots__ = ("ws", "gate", "sock", "proto", "idle", "partial", "last_write", "_now")
+    __slots__ = ("ws", "gate", "sock", "proto", "idle", "partial", "partial_frames", "last_write", "_now")
 
     def __init__(self, ws: trio_websocket.WebSocketConnection, gate: trio.Semaphore, sock):
         self.ws = ws
@@ -123,6 +123,7 @@ class DirectWriter:
         # cleared by a cut-short write, so one flag gates the fast path.
         self.idle = False
         self.partial: memoryview | None = None  # rest of a frame a direct write cut short
+        self.partial_frames = 0  # how many frames that write completes
         self._now = trio.lowlevel.current_clock().current_time
         self.last_write = self._now()
 
@@ -145,11 +146,19 @@ class DirectWriter:
         return cls(ws, gate, inner.socket)
 
     def write(self, data: bytes) -> int:
-        """Bytes written now. 0: nothing was (not idle, gate busy, socket full or
-        broken); the caller queues the frame and the sender finds out the rest."""
+        """From `deliver`: bytes written now. 0: nothing was (sender busy, gate busy,
+        socket full or broken); the caller queues the frame and the sender finds out the rest."""
         # Touch as few objects as possible: with thousands of clients each is a
         # cache miss after the kernel's send path has run through the caches.
-        if not self.idle or not self.gate.value or self.proto.state is not ConnectionState.OPEN:
+        if not self.idle:
+            return 0
+        return self.send_now(data)
+
+    def send_now(self, data: bytes, frames: int = 1) -> int:
+        """Write without waiting if the gate is free: bytes written (0: none). The
+        sender task uses this for its queued frames too, so a backlog costs one
+        send() and no trip through trio's scheduler when the socket has room."""
+        if not self.gate.value or self.proto.state is not ConnectionState.OPEN:
             return 0
         fd = self.sock.fileno()
         if fd < 0:
@@ -162,6 +171,7 @@ class DirectWriter:
             # Half a frame is on the wire: hold the gate until the sender writes the rest.
             self.gate.acquire_nowait()
             self.partial = memoryview(data)[n:]
+            self.partial_frames = frames
             self.idle = False
         self.last_write = self._now()
         return n
@@ -396,6 +406,18 @@ class ClientSession:
             await self.ws.send_message(text)
 
     async def _send_bytes(self, data: bytes, frames: int) -> None:
+        direct = self._direct
+        if direct is not None:
+            n = direct.send_now(data, frames)
+            if n == len(data):
+                self.frames_sent += frames
+                self.stats.frames_sent_total += frames
+                self.stats.bytes_sent_total += n
+                return
+            if n:
+                self.stats.bytes_sent_total += n
+                await self._flush_direct(direct)
+                return
         try:
             with trio.fail_after(self.cfg.send_timeout):
                 await send_preframed(self.ws, data)
@@ -459,8 +481,9 @@ class ClientSession:
             raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008, abort=True) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise CloseSession("connection lost mid-frame", 1006, abort=True) from None
-        self.frames_sent += 1
-        self.stats.frames_sent_total += 1
+        frames = direct.partial_frames
+        self.frames_sent += frames
+        self.stats.frames_sent_total += frames
         self.stats.bytes_sent_total += n
 
     async def _send_next(self) -> None:
