@@ -29,7 +29,7 @@ from .common import Cluster, median, pct, row
 
 SIZES = {
     "full": {"clients": 1000, "rate": 20.0, "reps": 2, "warm": 1.5, "window": 10.0},
-    "quick": {"clients": 1000, "rate": 20.0, "reps": 1, "warm": 1.0, "window": 3.0},
+    "quick": {"clients": 1000, "rate": 20.0, "reps": 1, "warm": 1.0, "window": 2.0},
     "smoke": {"clients": 10, "rate": 20.0, "reps": 1, "warm": 0.3, "window": 0.7},
 }
 WINDOW_S = 0.05

@@ -19,7 +19,7 @@ from .common import Cluster, median, row
 
 SIZES = {
     "full": {"clients": 100, "ping_interval": 1.0, "ping_timeout": 1.0},
-    "quick": {"clients": 100, "ping_interval": 1.0, "ping_timeout": 1.0},
+    "quick": {"clients": 50, "ping_interval": 0.5, "ping_timeout": 0.5},
     "smoke": {"clients": 10, "ping_interval": 0.3, "ping_timeout": 0.3},
 }
 

@@ -127,6 +127,7 @@ async def main(a: argparse.Namespace) -> None:
     batches = SyntheticBatches(a.window)
     state = {"rate": 0.0, "published": 0, "publish_cpu": 0.0, "publish_frames": 0}
     changed = trio.Event()
+    snaps: list = []
 
     async def publisher():
         nonlocal changed
@@ -188,6 +189,15 @@ async def main(a: argparse.Namespace) -> None:
                           "send_timeouts": st.send_timeouts_total, "closes": len(closelog.closes)})
                 elif cmd == "floor":
                     emit(send_floor(server, int(words[1]) if len(words) > 1 else 20))
+                elif cmd == "snap":  # with PYTHONTRACEMALLOC set: where memory goes (diagnostic)
+                    import tracemalloc
+                    snaps.append(tracemalloc.take_snapshot())
+                    emit({"ok": True})
+                elif cmd == "snapdiff":
+                    import tracemalloc
+                    now = tracemalloc.take_snapshot()
+                    top = now.compare_to(snaps[0], words[1] if len(words) > 1 else "lineno")[:40]
+                    emit({"top": [[str(t.traceback), t.size_diff, t.count_diff] for t in top]})
                 elif cmd == "closes":
                     emit({"closes": closelog.closes})
                 else:
