@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import struct
-import time
 import tty
 
 import numpy as np
 import trio
 
 from .. import cobs
-from .simulator import SignalModel, SimProfile
+from .simulator import Pacer, SignalModel, SimProfile
 
 FORMATS = ("labels", "csv", "json", "cobs")
 
@@ -61,27 +60,17 @@ async def run_pty_device(profile: SimProfile, fmt: str, *, seed: int = 0, link: 
         os.replace(tmp, link)
     model = SignalModel(profile, seed)
     names = [c.name for c in profile.channels]
-    rate = profile.rate_hz
-    start = trio.current_time()
-    wall0 = time.time()
-    emitted = 0
-    dropped = 0
+    pacer = Pacer(profile.rate_hz, tick_s)
     task_status.started(link or path)
     try:
-        tick = start
         while True:
-            due = int((trio.current_time() - start) * rate) + 1
-            if due > emitted:
-                n = due - emitted
-                ts = wall0 + (emitted + np.arange(n)) / rate
-                data = encode_samples(fmt, names, ts, model.generate(emitted, n), wall0)
-                emitted = due
+            first, ts = pacer.due()
+            if len(ts):
                 try:
-                    os.write(master, data)
+                    os.write(master, encode_samples(fmt, names, ts, model.generate(first, len(ts)), pacer.wall0))
                 except BlockingIOError:
-                    dropped += n  # nobody is reading: a real device's bytes would be lost too
-            tick += tick_s
-            await trio.sleep_until(tick)
+                    pass  # nobody is reading and the pty is full: a real device's bytes would be lost too
+            await pacer.wait()
     finally:
         if link and os.path.islink(link):
             os.unlink(link)

@@ -138,6 +138,30 @@ class SignalModel:
         return np.ascontiguousarray(v.T, dtype=np.float32)
 
 
+class Pacer:
+    """Which samples are due, from the time elapsed since start (never by adding up
+    tick lengths, so a late tick catches up and nothing drifts)."""
+
+    def __init__(self, rate_hz: float, tick_s: float):
+        self.rate = rate_hz
+        self.tick_s = tick_s
+        self.start = trio.current_time()
+        self.wall0 = time.time()  # sample i happened at wall0 + i / rate
+        self.emitted = 0
+        self._next = self.start
+
+    def due(self) -> tuple[int, np.ndarray]:
+        """(index of the first due sample, their Unix timestamps); marks them emitted."""
+        due = int((trio.current_time() - self.start) * self.rate) + 1
+        first, n = self.emitted, max(0, due - self.emitted)
+        self.emitted += n
+        return first, self.wall0 + (first + np.arange(n)) / self.rate
+
+    async def wait(self) -> None:
+        self._next += self.tick_s
+        await trio.sleep_until(self._next)
+
+
 async def run_simulator(
     hub: Hub,
     profile: SimProfile,
@@ -150,25 +174,17 @@ async def run_simulator(
     feed = StreamFeed(hub, profile.id, profile.channels, rate_hz=profile.rate_hz, device=profile.device,
                       window_s=window_s, max_samples=max_samples)
     model = SignalModel(profile, seed)
-    rate = profile.rate_hz
-    start = trio.current_time()
-    wall0 = time.time()
-    emitted = 0
+    pacer = Pacer(profile.rate_hz, window_s)
     task_status.started(feed)
-    log.info("simulating %s at %g Hz", profile.id, rate)
+    log.info("simulating %s at %g Hz", profile.id, profile.rate_hz)
     try:
-        tick = start
         while True:
-            due = int((trio.current_time() - start) * rate) + 1
-            if due > emitted:
-                n = due - emitted
-                ts = wall0 + (emitted + np.arange(n)) / rate
-                feed.push(ts, model.generate(emitted, n))
-                emitted = due
+            first, ts = pacer.due()
+            if len(ts):
+                feed.push(ts, model.generate(first, len(ts)))
                 # A tick's samples are exactly one window: close the batch now
                 # rather than waiting for a flusher to notice.
                 feed.flush()
-            tick += window_s
-            await trio.sleep_until(tick)
+            await pacer.wait()
     finally:
         feed.set_status("disconnected")
