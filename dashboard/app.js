@@ -140,6 +140,7 @@ class StreamView {
     this.lastBatchAt = null;    // performance.now() of the last live batch
     this.latest = null;         // last value per channel
     this.latestT = NaN;
+    this.frozenT = null;   // newest sample time when the view was paused (null: live)
     this.latestSeq = null;
     this.recent = new Map();    // seq -> {t, values} (bounded)
     this.subscribed = false;
@@ -336,7 +337,11 @@ class StreamView {
 
   csv(opts = {}) {
     const v = this.chart.view;
-    return opts.all ? seriesToCsv(this.series, this.channels) : seriesToCsv(this.series, this.channels, v.tStart, v.tEnd);
+    // While paused, data keeps arriving, and some of it is older than the paused
+    // view's right edge (it was in flight). Export what the stream held at the
+    // moment of the pause, so two exports of one paused view are the same file.
+    const tEnd = this.frozenT == null ? v.tEnd : Math.min(v.tEnd, this.frozenT);
+    return opts.all ? seriesToCsv(this.series, this.channels) : seriesToCsv(this.series, this.channels, v.tStart, tEnd);
   }
 
   download() {
@@ -593,6 +598,7 @@ function setPaused(paused) {
   if (paused === state.paused) return;
   if (paused) { state.pausedAt = viewEnd(); state.paused = true; }
   else { state.paused = false; state.pausedAt = null; }
+  for (const sv of streams.values()) sv.frozenT = paused ? sv.series.tLast : null;
   const b = $("#pause");
   b.textContent = paused ? "Resume" : "Pause";
   b.setAttribute("aria-pressed", String(paused));
