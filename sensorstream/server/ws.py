@@ -455,9 +455,14 @@ class ClientSession:
         beat = False
         if direct is not None:
             direct.idle = True
+            # Clients written to by the same publish would otherwise all wake at the
+            # same instant, heartbeat_s later, and delay the next publish: spread those
+            # wake-ups over a quarter of heartbeat_s, per session (a heartbeat after
+            # data stops may come that much later; clients allow 2.5 x heartbeat_s).
+            spread = int(self.id[:4], 16) / 0x10000 * 0.25 * hb
         try:
             while True:
-                last = since if direct is None else max(since, direct.last_write)
+                last = since if direct is None else max(since, direct.last_write + spread)
                 with trio.move_on_at(last + hb) as waited:
                     await self._wake.wait()
                 if not waited.cancelled_caught:
