@@ -29,7 +29,7 @@ async def test_silent_client_closed_at_interval_plus_timeout(nursery, autojump_c
     done = trio.Event()
 
     async def serve():
-        await server.handle_websocket(server_end, "mem", None)
+        await server.handle_websocket(server_end, "mem")
         done.set()
 
     nursery.start_soon(serve)
@@ -43,7 +43,7 @@ async def test_silent_client_closed_at_interval_plus_timeout(nursery, autojump_c
 async def test_responsive_client_is_kept(nursery, autojump_clock):
     server = Server(ServerConfig(ping_interval=5, ping_timeout=10, heartbeat_s=1000))
     server_end, client_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(server.handle_websocket, server_end, "mem", None)
+    nursery.start_soon(server.handle_websocket, server_end, "mem")
     client, _ = await handshake(client_end)
     with trio.move_on_after(600):
         while True:  # answer pings (wsproto queues the pong reply for us)
@@ -57,7 +57,7 @@ async def test_responsive_client_is_kept(nursery, autojump_clock):
 async def test_heartbeat_every_interval_on_an_idle_connection(nursery, autojump_clock):
     server = Server(ServerConfig(ping_interval=1000, heartbeat_s=2.0))
     server_end, client_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(server.handle_websocket, server_end, "mem", None)
+    nursery.start_soon(server.handle_websocket, server_end, "mem")
     client, evs = await handshake(client_end)
     times = []
     t0 = trio.current_time()
@@ -77,7 +77,7 @@ async def test_blocked_writer_closed_after_send_timeout(nursery, autojump_clock)
     done = trio.Event()
 
     async def serve():
-        await server.handle_websocket(server_end, "mem", None)
+        await server.handle_websocket(server_end, "mem")
         done.set()
 
     nursery.start_soon(serve)

@@ -215,7 +215,7 @@ class Server:
             return None
         return tls
 
-    async def handle_websocket(self, stream: trio.abc.Stream, peer: str, request) -> None:
+    async def handle_websocket(self, stream: trio.abc.Stream, peer: str) -> None:
         cfg = self.cfg
         async with trio.open_nursery() as ws_nursery:
             try:
