@@ -34,7 +34,7 @@ import numpy as np
 from .common import CLIENT_CPU, REPO, pin, raise_nofile, row
 
 SERVER_BENCHES = ("fanout", "latency", "memory", "reclaim")
-EXTERNAL = ("ingest", "dashboard")
+EXTERNAL = ("ingest", "serial_ports", "dashboard")
 ALL = SERVER_BENCHES + EXTERNAL
 OUT = REPO / "bench" / "results" / "latest.json"
 
@@ -86,6 +86,20 @@ def _external(name: str, quick: bool) -> tuple[dict, list[dict], str]:
             best_name, best = max(parsers.items(), key=lambda kv: kv[1]["samples_per_s"])
             rows.append(row("ingest (bench/ingest.py; baseline: its reference parser)", f"{fmt}: {best_name}",
                             best["samples_per_s"], ref, "", None, "samples/s", ratio_value=best.get("vs_reference")))
+    elif name == "serial_ports":
+        sec = f"16 ptys at 921,600 baud (baseline: a bare reader of the same ptys)"
+        rows.append(row(sec, "lines lost (of %d)" % res["lines_written"], res["lines_lost"], None, "0", res["lines_lost"] == 0, "lines"))
+        rows.append(row(sec, "server CPU", res["server_cpu_pct"], res["baseline_reader_cpu_pct"], "", None, "% core"))
+    elif name == "dashboard":
+        live, base = res.get("live") or {}, res.get("blank_page") or {}
+        sec = "dashboard, 16 ch x 1 kHz, 30 s window (baseline: blank page)"
+        for key, label, unit, target, ok in (
+            ("fps", "frames per second", "fps", ">= 58", lambda v: v >= 58),
+            ("main_thread_pct", "main thread busy", "% core", "< 25", lambda v: v < 25),
+        ):
+            v = live.get(key)
+            if v is not None:
+                rows.append(row(sec, label, v, base.get(key), target, ok(v), unit))
     return res, rows, text
 
 
