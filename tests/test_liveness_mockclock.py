@@ -90,3 +90,41 @@ async def test_blocked_writer_closed_after_send_timeout(nursery, autojump_clock)
     await done.wait()
     assert trio.current_time() - t0 == 0.5 + 10
     assert server.stats.send_timeouts_total == 1
+
+
+async def test_dead_peer_with_a_stuck_write_is_closed_at_interval_plus_timeout(nursery, autojump_clock):
+    """The write blocks before any ping is out: the peer is still judged dead at
+    ping_interval + ping_timeout, not after the (longer) send timeout."""
+    server = Server(ServerConfig(ping_interval=5, ping_timeout=3, heartbeat_s=0.5, send_timeout=100))
+    server_end, client_end = trio.testing.lockstep_stream_pair()
+    done = trio.Event()
+
+    async def serve():
+        await server.handle_websocket(server_end, "mem")
+        done.set()
+
+    nursery.start_soon(serve)
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await client_end.send_all(client.send(Request(host="x", target="/ws")))
+    client.receive_data(await client_end.receive_some())  # the 101
+    client.receive_data(await client_end.receive_some())  # hello
+    t0 = trio.current_time()
+    await done.wait()  # never reads again: the 0.5 s heartbeat write blocks
+    assert trio.current_time() - t0 == 5 + 3
+    assert server.stats.ping_timeouts_total == 1 and server.stats.send_timeouts_total == 0
+
+
+async def test_pings_keep_their_interval_when_pongs_come_back(nursery, autojump_clock):
+    server = Server(ServerConfig(ping_interval=5, ping_timeout=10, heartbeat_s=1000))
+    server_end, client_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(server.handle_websocket, server_end, "mem")
+    client, _ = await handshake(client_end)
+    t0 = trio.current_time()
+    pings = []
+    while len(pings) < 4:
+        client.receive_data(await client_end.receive_some())
+        for e in client.events():
+            if isinstance(e, wsproto.events.Ping):
+                pings.append(trio.current_time() - t0)
+                await client_end.send_all(client.send(e.response()))
+    assert pings == [5, 10, 15, 20]

@@ -14,7 +14,34 @@ from sensorstream.server.ws import send_preframed, ws_binary_frame
 
 def test_private_attributes_still_exist():
     src = trio_websocket.WebSocketConnection.__init__.__code__.co_names
-    assert "_stream" in src and "_stream_lock" in src and "_wsproto" in src
+    assert "_stream" in src and "_stream_lock" in src and "_wsproto" in src and "_pings" in src
+    assert callable(getattr(trio_websocket.WebSocketConnection, "_send", None))
+
+
+async def test_start_ping_is_resolved_by_trio_websockets_pong_handling(nursery):
+    """start_ping puts our Pong where ws.ping() puts its Event; the library's reader
+    must still call .set() on it when the peer's Pong arrives."""
+    from sensorstream.server.ws import Pong, start_ping
+
+    server_end, client_end = trio.testing.memory_stream_pair()
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await client_end.send_all(client.send(wsproto.events.Request(host="x", target="/ws")))
+    req = await trio_websocket.wrap_server_stream(nursery, server_end)
+    ws = await req.accept()
+    client.receive_data(await client_end.receive_some())
+    list(client.events())
+    woken = []
+    pong = Pong(lambda: woken.append(True))
+    await start_ping(ws, pong)
+    assert not pong.is_set()
+    client.receive_data(await client_end.receive_some())
+    ping = next(e for e in client.events() if isinstance(e, wsproto.events.Ping))
+    await client_end.send_all(client.send(ping.response()))
+    with trio.fail_after(5):
+        while not pong.is_set():
+            await trio.testing.wait_all_tasks_blocked()
+    assert woken == [True]
+    nursery.cancel_scope.cancel()
 
 
 async def test_preframed_bytes_arrive_as_one_binary_message(nursery):

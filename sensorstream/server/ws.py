@@ -1,6 +1,7 @@
 """WebSocket sessions: per-client queue, liveness, backpressure.
 
-Each connection runs three tasks in a nursery the session owns:
+Each connection runs two tasks in a nursery the session owns (plus
+trio-websocket's own reader):
 
 - reader: drains `get_message()` all the time. trio-websocket stops reading
   the socket (and so stops answering pings) when its receive queue is full, so
@@ -8,9 +9,11 @@ Each connection runs three tasks in a nursery the session owns:
 - sender: the only task that writes data. It empties the client's queue,
   coalescing consecutive frames into one write, and sends a heartbeat when the
   connection has been idle for `heartbeat_s`. Every write runs under
-  `send_timeout`; a client whose socket stays blocked longer is closed.
-- pinger: WebSocket Ping every `ping_interval`; no Pong within `ping_timeout`
-  closes the client.
+  `send_timeout`; a client whose socket stays blocked longer is closed. It
+  also keeps liveness: a WebSocket Ping every `ping_interval`, and no Pong
+  within `ping_timeout` closes the client (even while a write is blocked).
+  Liveness has no task of its own: per connection, a task costs memory and
+  its timer costs wake-ups, for something the sender can check on its way.
 
 The hub calls `deliver`/`notify` synchronously; both only append to the
 queue. When a client's queue holds more than `queue_batches` data frames the
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed
+import wsproto.events
 from wsproto.connection import ConnectionState
 
 from .. import __version__, protocol
@@ -86,6 +90,37 @@ async def send_preframed(ws: trio_websocket.WebSocketConnection, data: bytes) ->
             await ws._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ConnectionClosed(ws.closed) from None
+
+
+class Pong:
+    """Stands where trio-websocket keeps a ping's trio.Event: its reader calls
+    `set()` when the Pong arrives, and we wake whoever is waiting (the sender)."""
+
+    __slots__ = ("answered", "wake")
+
+    def __init__(self, wake):
+        self.answered = False
+        self.wake = wake
+
+    def set(self) -> None:
+        self.answered = True
+        self.wake()
+
+    def is_set(self) -> bool:
+        return self.answered
+
+
+async def start_ping(ws: trio_websocket.WebSocketConnection, pong: Pong) -> None:
+    """Send a Ping; `pong.set()` is called when its Pong arrives.
+
+    `ws.ping()` does the same but waits for the pong, which would need a task per
+    connection just to wait; this registers the payload the way `ping()` does, so
+    trio-websocket's own pong handling resolves it."""
+    if ws.closed is not None:
+        raise ConnectionClosed(ws.closed)
+    payload = os.urandom(8)
+    ws._pings[payload] = pong
+    await ws._send(wsproto.events.Ping(payload=payload))
 
 
 class DirectWriter:
@@ -212,6 +247,11 @@ class CloseSession(Exception):
 class ClientSession:
     #: Set by the sender task once it runs (None behind TLS): see DirectWriter.
     _direct: DirectWriter | None = None
+    # Liveness, kept by the sender task (see _check_liveness): when the next ping
+    # is due, the outstanding ping's pong event, and when that pong is overdue.
+    _ping_due: float = 0.0
+    _pong: "Pong | None" = None
+    _pong_deadline: float = float("inf")
 
     def __init__(self, server: "Server", ws: trio_websocket.WebSocketConnection, peer: str):
         self.server = server
@@ -302,7 +342,6 @@ class ClientSession:
                 self._cancel = nursery.cancel_scope
                 nursery.start_soon(self._guard, self._reader)
                 nursery.start_soon(self._guard, self._sender)
-                nursery.start_soon(self._guard, self._pinger)
         finally:
             self.hub.detach(self)
 
@@ -401,8 +440,29 @@ class ClientSession:
         for k in gone:
             self.dropped.pop(k, None)
 
+    def _liveness_limit(self) -> float:
+        """When the peer counts as dead unless a pong arrives: the outstanding ping's
+        deadline or, with none outstanding, the next ping's due time + ping_timeout
+        (a write blocked past that also keeps the ping from going out)."""
+        if self._pong is not None and not self._pong.is_set():
+            return self._pong_deadline
+        return self._ping_due + self.cfg.ping_timeout
+
+    def _write_deadline(self) -> float:
+        """A write may block until send_timeout, or until the liveness limit if that
+        comes first: a dead peer stops both reading and ponging, and it is gone
+        after ping_interval + ping_timeout even when a write to it is stuck."""
+        return min(trio.current_time() + self.cfg.send_timeout, self._liveness_limit())
+
+    def _too_slow(self) -> CloseSession:
+        if trio.current_time() >= self._liveness_limit():
+            self.stats.ping_timeouts_total += 1
+            return CloseSession(f"ping timeout (no pong in {self.cfg.ping_timeout:g} s)", 1011, abort=True)
+        self.stats.send_timeouts_total += 1
+        return CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008, abort=True)
+
     async def _send_text(self, text: str) -> None:
-        with trio.fail_after(self.cfg.send_timeout):
+        with trio.fail_at(self._write_deadline()):
             await self.ws.send_message(text)
 
     async def _send_bytes(self, data: bytes, frames: int) -> None:
@@ -419,19 +479,21 @@ class ClientSession:
                 await self._flush_direct(direct)
                 return
         try:
-            with trio.fail_after(self.cfg.send_timeout):
+            with trio.fail_at(self._write_deadline()):
                 await send_preframed(self.ws, data)
         except trio.TooSlowError:
-            self.stats.send_timeouts_total += 1
-            raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008, abort=True) from None
+            raise self._too_slow() from None
         self.frames_sent += frames
         self.stats.frames_sent_total += frames
         self.stats.bytes_sent_total += len(data)
 
     async def _sender(self) -> None:
         q = self.queue
+        self._ping_due = trio.current_time() + self.cfg.ping_interval
         try:
             while True:
+                if trio.current_time() >= self._liveness_at():
+                    await self._check_liveness()
                 direct = self._direct
                 if direct is not None and direct.partial is not None:
                     await self._flush_direct(direct)
@@ -463,10 +525,12 @@ class ClientSession:
         try:
             while True:
                 last = since if direct is None else max(since, direct.last_write + spread)
-                with trio.move_on_at(last + hb) as waited:
+                with trio.move_on_at(min(last + hb, self._liveness_at())) as waited:
                     await self._wake.wait()
                 if not waited.cancelled_caught:
                     break
+                if trio.current_time() >= self._liveness_at():
+                    break  # the sender loop pings, or closes a peer whose pong is overdue
                 if direct is None or direct.last_write + hb <= trio.current_time():
                     beat = True
                     break
@@ -479,11 +543,10 @@ class ClientSession:
 
     async def _flush_direct(self, direct: DirectWriter) -> None:
         try:
-            with trio.fail_after(self.cfg.send_timeout):
+            with trio.fail_at(self._write_deadline()):
                 n = await direct.flush()
         except trio.TooSlowError:
-            self.stats.send_timeouts_total += 1
-            raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008, abort=True) from None
+            raise self._too_slow() from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise CloseSession("connection lost mid-frame", 1006, abort=True) from None
         frames = direct.partial_frames
@@ -523,8 +586,7 @@ class ClientSession:
         try:
             await self._send_text(text)
         except trio.TooSlowError:
-            self.stats.send_timeouts_total += 1
-            raise CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008, abort=True) from None
+            raise self._too_slow() from None
 
     async def _send_history(self, frames: list[Frame]) -> None:
         parts: list[bytes] = []
@@ -539,11 +601,32 @@ class ClientSession:
         if parts:
             await self._send_bytes(b"".join(parts), len(parts))
 
-    async def _pinger(self) -> None:
-        while True:
-            await trio.sleep(self.cfg.ping_interval)
-            with trio.move_on_after(self.cfg.ping_timeout) as waited:
-                await self.ws.ping()
-            if waited.cancelled_caught:
-                self.stats.ping_timeouts_total += 1
-                raise CloseSession(f"ping timeout (no pong in {self.cfg.ping_timeout:g} s)", 1011, abort=True)
+    # ---- liveness: WebSocket Ping/Pong, run by the sender task (one task fewer
+    # per connection than a pinger of its own, and no extra wake-ups)
+
+    def _wake_sender(self) -> None:
+        self._wake.set()
+
+    def _liveness_at(self) -> float:
+        """When liveness next needs the sender: a ping due, or an outstanding pong overdue."""
+        if self._pong is None or self._pong.is_set():
+            return self._ping_due
+        return self._pong_deadline
+
+    async def _check_liveness(self) -> None:
+        now = trio.current_time()
+        if self._pong is not None:
+            if not self._pong.is_set():
+                if now >= self._pong_deadline:
+                    raise self._too_slow()
+                return
+            self._pong, self._pong_deadline = None, float("inf")
+        if now >= self._ping_due:
+            self._pong_deadline = now + self.cfg.ping_timeout
+            self._pong = Pong(self._wake_sender)
+            try:
+                with trio.fail_at(self._pong_deadline):
+                    await start_ping(self.ws, self._pong)
+            except trio.TooSlowError:
+                raise self._too_slow() from None
+            self._ping_due = now + self.cfg.ping_interval
