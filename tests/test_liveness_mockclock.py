@@ -23,9 +23,10 @@ async def handshake(client_end):
             return client, evs
 
 
-async def test_silent_client_closed_at_interval_plus_timeout(nursery, autojump_clock):
-    server = Server(ServerConfig(ping_interval=5, ping_timeout=10, heartbeat_s=1000))
-    server_end, client_end = trio.testing.memory_stream_pair()
+def start_session(nursery, server: Server, pair=trio.testing.memory_stream_pair):
+    """Run one server session over an in-memory stream pair; returns the client end and
+    an event set when the session has ended."""
+    server_end, client_end = pair()
     done = trio.Event()
 
     async def serve():
@@ -33,6 +34,21 @@ async def test_silent_client_closed_at_interval_plus_timeout(nursery, autojump_c
         done.set()
 
     nursery.start_soon(serve)
+    return client_end, done
+
+
+async def handshake_then_stall(client_end):
+    """Over lockstep streams (a write blocks until the peer reads, like a full TCP
+    window): read the 101 and the hello, then never read again."""
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await client_end.send_all(client.send(Request(host="x", target="/ws")))
+    client.receive_data(await client_end.receive_some())  # the 101
+    client.receive_data(await client_end.receive_some())  # hello
+
+
+async def test_silent_client_closed_at_interval_plus_timeout(nursery, autojump_clock):
+    server = Server(ServerConfig(ping_interval=5, ping_timeout=10, heartbeat_s=1000))
+    client_end, done = start_session(nursery, server)
     await handshake(client_end)
     t0 = trio.current_time()
     await done.wait()  # the client never answers a ping
@@ -42,8 +58,7 @@ async def test_silent_client_closed_at_interval_plus_timeout(nursery, autojump_c
 
 async def test_responsive_client_is_kept(nursery, autojump_clock):
     server = Server(ServerConfig(ping_interval=5, ping_timeout=10, heartbeat_s=1000))
-    server_end, client_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(server.handle_websocket, server_end, "mem")
+    client_end, _ = start_session(nursery, server)
     client, _ = await handshake(client_end)
     with trio.move_on_after(600):
         while True:  # answer pings (wsproto queues the pong reply for us)
@@ -56,8 +71,7 @@ async def test_responsive_client_is_kept(nursery, autojump_clock):
 
 async def test_heartbeat_every_interval_on_an_idle_connection(nursery, autojump_clock):
     server = Server(ServerConfig(ping_interval=1000, heartbeat_s=2.0))
-    server_end, client_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(server.handle_websocket, server_end, "mem")
+    client_end, _ = start_session(nursery, server)
     client, evs = await handshake(client_end)
     times = []
     t0 = trio.current_time()
@@ -71,20 +85,9 @@ async def test_heartbeat_every_interval_on_an_idle_connection(nursery, autojump_
 
 
 async def test_blocked_writer_closed_after_send_timeout(nursery, autojump_clock):
-    """lockstep streams: a write blocks until the peer reads, like a full TCP window."""
     server = Server(ServerConfig(ping_interval=1000, heartbeat_s=0.5, send_timeout=10))
-    server_end, client_end = trio.testing.lockstep_stream_pair()
-    done = trio.Event()
-
-    async def serve():
-        await server.handle_websocket(server_end, "mem")
-        done.set()
-
-    nursery.start_soon(serve)
-    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-    await client_end.send_all(client.send(Request(host="x", target="/ws")))
-    client.receive_data(await client_end.receive_some())  # the 101
-    client.receive_data(await client_end.receive_some())  # hello
+    client_end, done = start_session(nursery, server, trio.testing.lockstep_stream_pair)
+    await handshake_then_stall(client_end)
     # Now stop reading. The next heartbeat write blocks; 10 s later the client is cut off.
     t0 = trio.current_time()
     await done.wait()
@@ -96,18 +99,8 @@ async def test_dead_peer_with_a_stuck_write_is_closed_at_interval_plus_timeout(n
     """The write blocks before any ping is out: the peer is still judged dead at
     ping_interval + ping_timeout, not after the (longer) send timeout."""
     server = Server(ServerConfig(ping_interval=5, ping_timeout=3, heartbeat_s=0.5, send_timeout=100))
-    server_end, client_end = trio.testing.lockstep_stream_pair()
-    done = trio.Event()
-
-    async def serve():
-        await server.handle_websocket(server_end, "mem")
-        done.set()
-
-    nursery.start_soon(serve)
-    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-    await client_end.send_all(client.send(Request(host="x", target="/ws")))
-    client.receive_data(await client_end.receive_some())  # the 101
-    client.receive_data(await client_end.receive_some())  # hello
+    client_end, done = start_session(nursery, server, trio.testing.lockstep_stream_pair)
+    await handshake_then_stall(client_end)
     t0 = trio.current_time()
     await done.wait()  # never reads again: the 0.5 s heartbeat write blocks
     assert trio.current_time() - t0 == 5 + 3
@@ -116,8 +109,7 @@ async def test_dead_peer_with_a_stuck_write_is_closed_at_interval_plus_timeout(n
 
 async def test_pings_keep_their_interval_when_pongs_come_back(nursery, autojump_clock):
     server = Server(ServerConfig(ping_interval=5, ping_timeout=10, heartbeat_s=1000))
-    server_end, client_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(server.handle_websocket, server_end, "mem")
+    client_end, _ = start_session(nursery, server)
     client, _ = await handshake(client_end)
     t0 = trio.current_time()
     pings = []
