@@ -160,14 +160,20 @@ def _settle(page) -> None:
     page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
 
-def run(quick: bool = False) -> dict:
-    """Measure; see the module docstring. ~1 min quick, ~4 min full."""
+def run(quick: bool = False, soak_minutes: float | None = None) -> dict:
+    """Measure; see the module docstring. ~1 min quick, ~4 min full.
+
+    soak_minutes: take the late heap reading that many minutes after the page opened
+    (the early one stays at 1 min), e.g. 10 for "memory after 10 min vs after 1 min"."""
     from playwright.sync_api import sync_playwright
 
     blank_s = 4 if quick else 8
     rounds, live_s, paused_s, split_s = (1, 8, 4, 5) if quick else (3, 8, 4, 10)
     heap_early_at = None if quick else 60.0     # s after the page opened; quick: right after measuring
     heap_late_after = 12 if quick else 120      # s after the early reading
+    if soak_minutes:
+        heap_early_at = 60.0
+        heap_late_after = max(0.0, soak_minutes * 60 - heap_early_at)
     blank, paused, live, split = _Phase(), _Phase(), _Phase(), _Phase()
     srv = ServerProcess(["--simulate-wide", f"{CHANNELS}:{RATE_HZ}"])
     srv.start()
@@ -337,6 +343,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="~1 min instead of ~4")
+    ap.add_argument("--soak-minutes", type=float, default=None, help="late heap reading this many minutes after opening (e.g. 10)")
     ap.add_argument("--json", action="store_true", help="print the result dict as JSON")
     ap.add_argument("--screenshots", action="store_true", help="write docs/screenshots/*.png instead")
     ap.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
@@ -344,7 +351,7 @@ def main(argv=None) -> int:
     if a.screenshots:
         print("\n".join(screenshots()))
         return 0
-    res = run(quick=a.quick)
+    res = run(quick=a.quick, soak_minutes=a.soak_minutes)
     text = json.dumps(res, indent=2)
     print(text if a.json else table(res))
     if a.out:
