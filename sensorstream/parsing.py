@@ -677,7 +677,11 @@ class LineParser:
             ts = np.full(n, max(arrival, self._last_t))
         if n:
             self._last_t = float(ts[-1])
-        return Parsed(ts, np.ascontiguousarray(values, dtype=np.float32), changed)
+        # The wire carries float32: a reading beyond its range (~3.4e38) becomes ±inf,
+        # which is what the value is at that precision, not an error to warn about.
+        with np.errstate(over="ignore"):
+            out = np.ascontiguousarray(values, dtype=np.float32)
+        return Parsed(ts, out, changed)
 
     def _scatter(self, counts: list[int], idx: list[int], vals: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Place per-line (index, value) pairs into a (C, N) array; pull out the timestamp."""
