@@ -25,7 +25,17 @@ def header(response: bytes, name: bytes) -> bytes | None:
     return None
 
 
-async def read_until_closed(stream: trio.abc.Stream, limit: float = 5.0) -> bytes:
+def _complete(buf: bytes) -> bool:
+    """A whole response is in `buf`: a head with its full content-length body, or a 101."""
+    head, sep, body = buf.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    n = header(buf, b"content-length")
+    return (n is not None and len(body) >= int(n)) or head.startswith(b"HTTP/1.1 101")
+
+
+async def read_until_closed(stream: trio.abc.Stream, limit: float = 5.0, *, stop=lambda buf: False) -> bytes:
+    """Everything the server sends until it closes (or until `stop(buf)` holds)."""
     buf = b""
     with trio.fail_after(limit):
         while True:
@@ -36,6 +46,8 @@ async def read_until_closed(stream: trio.abc.Stream, limit: float = 5.0) -> byte
             if not data:
                 return buf
             buf += data
+            if stop(buf):
+                return buf
 
 
 async def exchange(port: int, raw: bytes, *, limit: float = 5.0) -> bytes:
@@ -44,23 +56,7 @@ async def exchange(port: int, raw: bytes, *, limit: float = 5.0) -> bytes:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(raw)
-        buf = b""
-        with trio.fail_after(limit):
-            while True:
-                try:
-                    data = await stream.receive_some(65536)
-                except trio.BrokenResourceError:
-                    return buf
-                if not data:
-                    return buf
-                buf += data
-                head, sep, body = buf.partition(b"\r\n\r\n")
-                if sep:
-                    n = header(buf, b"content-length")
-                    if n is not None and len(body) >= int(n):
-                        return buf
-                    if head.startswith(b"HTTP/1.1 101"):
-                        return buf
+        return await read_until_closed(stream, limit, stop=_complete)
 
 
 def get(path: str, port: int, *headers: str) -> bytes:

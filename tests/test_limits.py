@@ -10,6 +10,7 @@ from trio_websocket import ConnectionClosed
 from sensorstream import protocol
 from sensorstream.server.security import MAX_GLOBS_PER_REQUEST
 
+from .conftest import eventually
 from .httpraw import exchange, get, header, read_until_closed, status_of
 from .wire import connect, masked_frame, raw_handshake, upgrade_request
 
@@ -212,7 +213,9 @@ async def test_glob_patterns_are_bounded_and_cheap(make_server, nursery):
 
 async def test_history_requests_are_capped_to_the_server_history(make_server, nursery):
     server = await make_server(simulate=True, history_s=0.5)
-    await trio.sleep(1.2)
+    # Wait until more than the 0.5 s of history has been published (20 batches/s).
+    imu = server.hub.stream_by_id("sim/imu").key
+    await eventually(lambda: server.hub.stats(imu).batches >= 24)
     c = await connect(nursery, server.port)
     await c.send({"type": "subscribe", "ref": 1, "streams": ["sim/imu"], "history_s": 1e300})
     await c.recv_text("subscribed")
