@@ -87,7 +87,7 @@ def _external(name: str, quick: bool) -> tuple[dict, list[dict], str]:
             rows.append(row("ingest (bench/ingest.py; baseline: its reference parser)", f"{fmt}: {best_name}",
                             best["samples_per_s"], ref, "", None, "samples/s", ratio_value=best.get("vs_reference")))
     elif name == "serial_ports":
-        sec = f"16 ptys at 921,600 baud (baseline: a bare reader of the same ptys)"
+        sec = "16 ptys at 921,600 baud (baseline: a bare reader of the same ptys)"
         rows.append(row(sec, "lines lost (of %d)" % res["lines_written"], res["lines_lost"], None, "0", res["lines_lost"] == 0, "lines"))
         rows.append(row(sec, "server CPU", res["server_cpu_pct"], res["baseline_reader_cpu_pct"], "", None, "% core"))
     elif name == "dashboard":

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import trio
-import trio_websocket
 from trio_websocket import ConnectionClosed
 
 from sensorstream import protocol

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
-import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
