@@ -28,6 +28,7 @@ def start_session(nursery, server: Server, pair=trio.testing.memory_stream_pair)
     an event set when the session has ended."""
     server_end, client_end = pair()
     done = trio.Event()
+    nursery.start_soon(server.keeper.run)  # Server.run would start it
 
     async def serve():
         await server.handle_websocket(server_end, "mem")

@@ -30,8 +30,7 @@ async def test_start_ping_is_resolved_by_trio_websockets_pong_handling(nursery):
     ws = await req.accept()
     client.receive_data(await client_end.receive_some())
     list(client.events())
-    woken = []
-    pong = Pong(lambda: woken.append(True))
+    pong = Pong()
     await start_ping(ws, pong)
     assert not pong.is_set()
     client.receive_data(await client_end.receive_some())
@@ -40,7 +39,7 @@ async def test_start_ping_is_resolved_by_trio_websockets_pong_handling(nursery):
     with trio.fail_after(5):
         while not pong.is_set():
             await trio.testing.wait_all_tasks_blocked()
-    assert woken == [True]
+    assert pong.answered
     nursery.cancel_scope.cancel()
 
 

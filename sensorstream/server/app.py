@@ -5,11 +5,13 @@ Task tree (every task has an owner, and shutdown walks it top-down):
     Server.run
     ├── sources            (simulators, serial ports)   -> hub.publish
     ├── listener           (trio.serve_tcp)             -> spawns into `connections`
+    ├── keeper             (pings and heartbeats for every session: one task, one heap)
     └── connections        (one task per TCP connection)
-        └── handle_http -> handle_websocket
+        └── handle_http -> handle_websocket -> ClientSession.run (the session's reader)
             ├── trio-websocket reader task  (in the connection's own nursery,
             │                                 cancelled when the connection ends)
-            └── ClientSession: reader, sender, pinger
+            └── sender task    (only while the client has frames queued: a healthy
+                                client is written to directly by the hub and keeper)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..metrics import ServerStats, make_registry, render
 from ..sources.simulator import default_profiles, run_simulator, wide_profile
 from .http import StaticFiles, dashboard_dir, handle_http
 from .security import AddressCounts, check_bind, ssl_context
-from .ws import ClientSession
+from .ws import ClientSession, Keeper
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class Server:
         self.static = StaticFiles(Path(cfg.dashboard_dir) if cfg.dashboard_dir else dashboard_dir())
         self.registry = make_registry(self)
         self.sessions: set[ClientSession] = set()
+        self.keeper = Keeper(cfg.ping_interval, cfg.ping_timeout, cfg.heartbeat_s)
         self.sources: list[Source] = []
         self.port: int | None = None
         self._open_connections = 0
@@ -116,6 +119,7 @@ class Server:
                 )
             self.port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(self._log_drops)
+            nursery.start_soon(self.keeper.run)
             log.info("listening on %s://%s:%d/", "https" if self.ssl_context else "http", self.cfg.host, self.port,
                      extra={"event": "listening", "port": self.port, "tls": bool(self.ssl_context), "token": bool(self.cfg.token)})
             task_status.started(self.port)

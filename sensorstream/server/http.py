@@ -137,7 +137,10 @@ class PrefixedStream(trio.abc.Stream):
         hook, self.before_close = self.before_close, None
         try:
             if hook is not None:
-                with trio.move_on_after(1.0):
+                # Shielded: the connection's teardown cancels the task this runs in
+                # (trio-websocket's reader), and the close frame must still go out.
+                with trio.move_on_after(1.0) as scope:
+                    scope.shield = True
                     await hook()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

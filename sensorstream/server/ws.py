@@ -25,7 +25,11 @@ its next data. Control messages are never dropped: a client that lets
 from __future__ import annotations
 
 import collections
+import functools
+import heapq
+import itertools
 import logging
+import math
 import os
 import secrets
 import struct
@@ -94,55 +98,80 @@ async def send_preframed(ws: trio_websocket.WebSocketConnection, data: bytes) ->
 
 class Pong:
     """Stands where trio-websocket keeps a ping's trio.Event: its reader calls
-    `set()` when the Pong arrives, and we wake whoever is waiting (the sender)."""
+    `set()` when the Pong arrives. Nobody waits on it; the keeper looks at
+    `answered` when the ping's deadline comes."""
 
-    __slots__ = ("answered", "wake")
+    __slots__ = ("answered",)
 
-    def __init__(self, wake):
+    def __init__(self):
         self.answered = False
-        self.wake = wake
 
     def set(self) -> None:
         self.answered = True
-        self.wake()
 
     def is_set(self) -> bool:
         return self.answered
 
 
+def ws_ping_frame(payload: bytes) -> bytes:
+    """RFC 6455 Ping (opcode 9), unmasked, payload under 126 bytes."""
+    return struct.pack("!BB", 0x89, len(payload)) + payload
+
+
+def ws_text_frame(text: str) -> bytes:
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        head = struct.pack("!BB", 0x81, n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, n)
+    return head + data
+
+
+def expect_pong(ws: trio_websocket.WebSocketConnection, payload: bytes, pong: Pong) -> None:
+    """Register a Ping we wrote ourselves the way `ws.ping()` registers its own, so
+    trio-websocket's pong handling resolves it (calls `pong.set()`)."""
+    ws._pings[payload] = pong
+
+
 async def start_ping(ws: trio_websocket.WebSocketConnection, pong: Pong) -> None:
-    """Send a Ping; `pong.set()` is called when its Pong arrives.
+    """Send a Ping through trio-websocket; `pong.set()` is called when its Pong arrives.
 
     `ws.ping()` does the same but waits for the pong, which would need a task per
-    connection just to wait; this registers the payload the way `ping()` does, so
-    trio-websocket's own pong handling resolves it."""
+    connection just to wait. Used where the keeper cannot write the ping itself
+    (TLS, or the session's sender task is busy)."""
     if ws.closed is not None:
         raise ConnectionClosed(ws.closed)
     payload = os.urandom(8)
-    ws._pings[payload] = pong
+    expect_pong(ws, payload, pong)
     await ws._send(wsproto.events.Ping(payload=payload))
 
 
 class DirectWriter:
-    """Writes a pre-framed batch straight to the socket from `deliver` (synchronous,
-    in the publisher's task) when nothing else can be writing, so a healthy client
-    costs one send() per batch instead of a wake-up of its sender task and trio's
-    whole send_all path.
+    """Writes pre-framed bytes straight to the socket, synchronously, from whoever
+    has them (the hub's `deliver`, the keeper's pings and heartbeats, a control
+    reply) when nothing else can be writing. A healthy client then costs one
+    send() per batch: no task of its own, no wake-up, no trip through trio's
+    send_all.
 
-    The gate: trio-websocket serialises its own writes (pings, pongs, text, close)
-    with `ws._stream_lock`. `attach` swaps that lock for a `trio.Semaphore(1)`
-    (same `async with` use, FIFO, but not owned by a task), so that when a direct
-    write goes out only in part, `write` can take the gate on the sender task's
-    behalf: nobody else writes until the sender has flushed the rest of the frame
-    (`flush`) and released it. A direct write is tried only when the gate is free,
-    the sender task is idle (so its queue is empty: nothing queued is overtaken)
-    and no earlier remainder is pending.
+    `idle` is the gate for everything but the session's own sender task: it is
+    True while that task is not running, so nothing is queued that a direct write
+    could overtake. Whoever finds it False queues instead and starts the sender.
+
+    Against trio-websocket's own writes (pings, pongs, text, close), which take
+    `ws._stream_lock`: `attach` swaps that lock for a `trio.Semaphore(1)` (same
+    `async with` use, FIFO, but not owned by a task), and a direct write goes out
+    only while it is free. When a write goes out only in part, `send_now` takes
+    the semaphore on the sender task's behalf: nobody else writes until the
+    sender has flushed the rest of the frame (`flush`) and released it.
 
     Plain TCP only: behind TLS (or any stream that is not a SocketStream, like the
-    memory streams of tests) `attach` returns None and every frame takes the
-    queue. This class and `send_preframed` are the only places that touch
-    trio-websocket's private attributes (`_stream`, `_stream_lock`, `_wsproto`);
-    tests/test_ws_private_api.py fails loudly if a release changes them.
+    memory streams of tests) `possible` is False and every frame takes the queue.
+    This class, `send_preframed` and `expect_pong` are the only places that touch
+    trio-websocket's private attributes (`_stream`, `_stream_lock`, `_wsproto`,
+    `_pings`); tests/test_ws_private_api.py fails loudly if a release changes them.
     """
 
     __slots__ = ("ws", "gate", "sock", "proto", "idle", "partial", "partial_frames", "last_write", "_now")
@@ -154,20 +183,23 @@ class DirectWriter:
         # synchronously with any close frame trio-websocket queues or receives.
         self.proto = ws._wsproto.connection
         self.sock = sock  # trio socket; fileno() is -1 once closed
-        # Set by the sender task while it waits for work with nothing pending;
-        # cleared by a cut-short write, so one flag gates the fast path.
-        self.idle = False
+        self.idle = True
         self.partial: memoryview | None = None  # rest of a frame a direct write cut short
         self.partial_frames = 0  # how many frames that write completes
         self._now = trio.lowlevel.current_clock().current_time
         self.last_write = self._now()
 
-    @classmethod
-    def attach(cls, ws: trio_websocket.WebSocketConnection) -> "DirectWriter | None":
-        """None if this connection cannot take direct writes (TLS), or not now (its lock is busy: retry later)."""
+    @staticmethod
+    def possible(ws: trio_websocket.WebSocketConnection) -> bool:
         stream = ws._stream
         inner = getattr(stream, "stream", stream)  # http.PrefixedStream wraps the TCP stream
-        if not isinstance(inner, trio.SocketStream) or ws._wsproto.connection is None:
+        return isinstance(inner, trio.SocketStream) and ws._wsproto.connection is not None
+
+    @classmethod
+    def attach(cls, ws: trio_websocket.WebSocketConnection) -> "DirectWriter | None":
+        """None if this connection cannot take direct writes (see `possible`), or not
+        now (its lock is busy: retry later)."""
+        if not cls.possible(ws):
             return None
         lock = ws._stream_lock
         if isinstance(lock, trio.Semaphore):
@@ -178,11 +210,13 @@ class DirectWriter:
             # Swapped only while nobody holds or waits for the old lock, so no
             # writer can be left serialising on a different object.
             gate = ws._stream_lock = trio.Semaphore(1)
-        return cls(ws, gate, inner.socket)
+        stream = ws._stream
+        return cls(ws, gate, getattr(stream, "stream", stream).socket)
 
     def write(self, data: bytes) -> int:
-        """From `deliver`: bytes written now. 0: nothing was (sender busy, gate busy,
-        socket full or broken); the caller queues the frame and the sender finds out the rest."""
+        """Bytes written now. 0: nothing was (sender running, gate busy, socket full
+        or broken); the caller queues and the sender finds out the rest. Fewer than
+        len(data): the caller must start the sender, which writes the rest first."""
         # Touch as few objects as possible: with thousands of clients each is a
         # cache miss after the kernel's send path has run through the caches.
         if not self.idle:
@@ -218,7 +252,123 @@ class DirectWriter:
         # Cleared only once written: if this fails, the session sees a cut-off frame and aborts.
         self.partial = None
         self.gate.release()
+        self.last_write = self._now()
         return len(rest)
+
+
+# ----------------------------------------------------------------- keeper: pings and heartbeats
+
+_PING, _BEAT = 0, 1
+
+
+class Keeper:
+    """Liveness and heartbeats for every session of a server: one task, one heap.
+
+    Each session has two entries in the heap: when its liveness next needs a look
+    (a ping due, or an outstanding pong's deadline) and when it next owes a
+    heartbeat (`heartbeat_s` after its last write). The keeper sleeps until the
+    earliest, then handles everything due. Pings and heartbeats are framed once
+    per round and written directly (`DirectWriter`) to every session whose sender
+    task is not running; the others get them through their sender.
+
+    A timer and a task per connection would cost a wake-up per connection per
+    event, and memory per connection; with thousands of clients that was most of
+    the server's idle CPU. Entries of sessions that have ended are dropped when
+    they come up (at most max(ping_interval, ping_timeout, heartbeat_s) later).
+    """
+
+    # Yield to other tasks (a publish) after this many sessions in one round.
+    ROUND = 256
+
+    def __init__(self, ping_interval: float, ping_timeout: float, heartbeat_s: float):
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.heartbeat_s = heartbeat_s
+        self._heap: list[tuple[float, int, int, ClientSession]] = []
+        self._order = itertools.count()  # ties in due time never compare sessions
+        self._sleep: trio.CancelScope | None = None
+        self._round = 0
+        self._ping: tuple[bytes, bytes] | None = None  # (payload, frame) of this round
+        self._beat: bytes | None = None  # heartbeat frame of this round
+        self.slack = min(0.1, ping_interval / 20, heartbeat_s / 20)
+
+    def add(self, s: "ClientSession") -> None:
+        now = trio.current_time()
+        s._ping_due = now + self.ping_interval
+        self._push(s._ping_due, _PING, s)
+        self._push(now + self.heartbeat_s, _BEAT, s)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def _push(self, due: float, kind: int, s: "ClientSession") -> None:
+        heapq.heappush(self._heap, (due, next(self._order), kind, s))
+        sleep = self._sleep
+        if sleep is not None and due < sleep.deadline:
+            sleep.deadline = due
+
+    async def run(self) -> None:
+        heap = self._heap
+        while True:
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._sleep:
+                await trio.sleep_forever()
+            self._sleep = None
+            await self._run_round()
+
+    async def _run_round(self) -> None:
+        heap = self._heap
+        now = trio.current_time()
+        self._round += 1
+        self._ping = self._beat = None
+        # Whatever falls due within `slack` is done now, early: one wake-up serves
+        # many sessions instead of one each. Deadlines are still checked on time
+        # (`_liveness` re-queues an early look at an unanswered ping).
+        until = now + self.slack
+        due = []
+        while heap and heap[0][0] <= until:
+            due.append(heapq.heappop(heap))
+        # Taken out first: what this round puts back (an unanswered ping's
+        # deadline, say) waits for a later round.
+        for n, (_, _, kind, s) in enumerate(due, 1):
+            if s.ended:
+                continue
+            if kind == _PING:
+                self._liveness(s, now)
+            else:
+                self._heartbeat(s, now)
+            if n % self.ROUND == 0:
+                # Thousands of writes in one go would hold up a publish waiting to run.
+                await trio.lowlevel.checkpoint()
+
+    def _liveness(self, s: "ClientSession", now: float) -> None:
+        pong = s._pong
+        if pong is not None and not pong.answered:
+            if now >= s._pong_deadline:
+                s.ping_timed_out(self.ping_timeout)
+            else:
+                self._push(s._pong_deadline, _PING, s)
+            return
+        if s._ping_due - now > self.slack:
+            self._push(s._ping_due, _PING, s)
+            return
+        s._pong = Pong()
+        s._pong_deadline = now + self.ping_timeout
+        s._ping_due = now + self.ping_interval
+        if self._ping is None:
+            payload = struct.pack("!Q", self._round)
+            self._ping = (payload, ws_ping_frame(payload))
+        s.ping(*self._ping)
+        self._push(min(s._ping_due, s._pong_deadline), _PING, s)
+
+    def _heartbeat(self, s: "ClientSession", now: float) -> None:
+        due = s.last_write_at() + self.heartbeat_s
+        if due - now > self.slack:
+            self._push(due, _BEAT, s)
+            return
+        if self._beat is None:
+            self._beat = ws_text_frame(protocol.heartbeat(time.time()))
+        s.heartbeat(self._beat)
+        self._push(now + self.heartbeat_s, _BEAT, s)
 
 
 # ----------------------------------------------------------------- session
@@ -245,13 +395,19 @@ class CloseSession(Exception):
 
 
 class ClientSession:
-    #: Set by the sender task once it runs (None behind TLS): see DirectWriter.
-    _direct: DirectWriter | None = None
-    # Liveness, kept by the sender task (see _check_liveness): when the next ping
-    # is due, the outstanding ping's pong event, and when that pong is overdue.
+    """One WebSocket client. Its tasks: the connection's own task runs the reader
+    (inline, in `run`); the sender task runs only while the client has something
+    queued. With direct writes (plain TCP) a healthy client has no task of ours
+    at all besides that one, and no timer: the keeper pings it."""
+
+    # Liveness, kept by the keeper: when the next ping is due, the outstanding
+    # ping's Pong, and when that Pong is overdue.
     _ping_due: float = 0.0
-    _pong: "Pong | None" = None
-    _pong_deadline: float = float("inf")
+    _pong: Pong | None = None
+    _pong_deadline: float = math.inf
+    # Owed to the peer by the sender task (the keeper could not write them directly).
+    _ping_owed = False
+    _beat_owed = False
 
     def __init__(self, server: "Server", ws: trio_websocket.WebSocketConnection, peer: str):
         self.server = server
@@ -266,13 +422,18 @@ class ClientSession:
         self.n_control = 0
         self.dropped: dict[int, int] = {}
         self.subscriptions: set[str] = set()
-        self._wake = trio.Event()
         self.overflowed = False
         self.abort = False  # close without a handshake (dead or stuck peer)
+        self.ended = False
         self.close_reason = "closed"
         self.close_code = 1000
         self.frames_sent = 0
-        self._cancel: trio.CancelScope | None = None
+        self.last_write = trio.current_time()  # by the sender task; direct writes keep their own
+        # Set once the WebSocket is known to take direct writes (None: never, or not yet).
+        self._direct: DirectWriter | None = None
+        self._nursery: trio.Nursery | None = None
+        self._sender_running = False
+        self._wake: trio.Event | None = None  # a parked sender (no direct writes) waits on it
         # Control messages: `control_rate` a second, `control_burst` at once; a
         # client refused `control_burst` times in a row is closed (1008).
         self._bucket = TokenBucket(self.cfg.control_rate, self.cfg.control_burst, trio.current_time())
@@ -293,18 +454,27 @@ class ClientSession:
             if n:
                 # Cut short: the sender writes the rest (and counts the frame) before anything else.
                 self.stats.bytes_sent_total += n
-                self._wake.set()
+                self._kick()
                 return
         self.queue.append(frame)
         self.n_data += 1
         if self.n_data > self.cfg.queue_batches:
             self._drop_oldest()
-        self._wake.set()
+        self._kick()
 
     def notify(self, text: str) -> None:
         self._enqueue_control(text)
 
     def _enqueue_control(self, text: str) -> None:
+        direct = self._direct
+        if direct is not None and direct.idle and not self.queue and not self.dropped:
+            data = ws_text_frame(text)
+            n = direct.write(data)
+            if n == len(data):
+                return
+            if n:
+                self._kick()
+                return
         self.queue.append(text)
         self.n_control += 1
         if self.n_control > self.cfg.queue_control and not self.overflowed:
@@ -313,7 +483,7 @@ class ClientSession:
             self.abort = True
             self.stats.slow_control_closed_total += 1
             self.stop("control queue overflow (client too slow)", 1008)
-        self._wake.set()
+        self._kick()
 
     def _drop_oldest(self) -> None:
         q = self.queue
@@ -327,27 +497,71 @@ class ClientSession:
 
     def stop(self, reason: str, code: int) -> None:
         self.close_reason, self.close_code = reason, code
-        if self._cancel is not None:
-            self._cancel.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # ---- keeper side: synchronous too
+
+    def last_write_at(self) -> float:
+        d = self._direct
+        return self.last_write if d is None or d.last_write < self.last_write else d.last_write
+
+    def ping(self, payload: bytes, frame: bytes) -> None:
+        """Ping the peer (its Pong sets `self._pong`): directly if nothing else is being
+        written, else the sender task sends one when it gets to it."""
+        direct = self._direct
+        if direct is not None:
+            n = direct.write(frame)
+            if n:
+                expect_pong(self.ws, payload, self._pong)
+                if n < len(frame):
+                    self._kick()
+                return
+        self._ping_owed = True
+        self._kick()
+
+    def heartbeat(self, frame: bytes) -> None:
+        direct = self._direct
+        if direct is not None:
+            n = direct.write(frame)
+            if n:
+                if n < len(frame):
+                    self._kick()
+                return
+        self._beat_owed = True
+        self._kick()
+
+    def ping_timed_out(self, timeout: float) -> None:
+        self.stats.ping_timeouts_total += 1
+        self.abort = True
+        self.stop(f"ping timeout (no pong in {timeout:g} s)", 1011)
 
     # ---- tasks
 
     async def run(self) -> None:
         """Run until the client goes away, a limit trips or the server stops."""
         hello = protocol.hello(f"sensorstream/{__version__}", self.id, self.cfg.heartbeat_s, self.hub.catalog())
-        self._enqueue_control(hello)
-        self.hub.attach(self)
+        self._direct = DirectWriter.attach(self.ws)
         try:
             async with trio.open_nursery() as nursery:
-                self._cancel = nursery.cancel_scope
-                nursery.start_soon(self._guard, self._reader)
-                nursery.start_soon(self._guard, self._sender)
+                self._nursery = nursery
+                self._enqueue_control(hello)
+                self.hub.attach(self)
+                self.server.keeper.add(self)
+                try:
+                    # The reader runs in this task: one task fewer per connection.
+                    await self._guard(self._reader)
+                finally:
+                    # Before the nursery closes (it awaits): nothing may start a sender now.
+                    self.ended = True
         finally:
+            self.ended = True
             self.hub.detach(self)
 
-    async def _guard(self, fn) -> None:
-        # Each task ends the whole session, whichever way it ends: one place to
-        # turn every ending into a reason and a close code.
+    async def _guard(self, fn, *, ends_session: bool = True) -> None:
+        # Turns every way a task can fail into a reason and a close code, in one
+        # place, and ends the session. The reader returning also ends it; the
+        # sender returning only means its queue is empty.
         try:
             await fn()
         except ConnectionClosed as e:
@@ -357,9 +571,13 @@ class ClientSession:
                 self.close_code = r.code if r and r.code else 1006
         except CloseSession as e:
             self.close_reason, self.close_code, self.abort = e.reason, e.code, e.abort
-        finally:
-            if self._cancel is not None:
-                self._cancel.cancel()
+        except BaseException:
+            self._nursery.cancel_scope.cancel()
+            raise
+        else:
+            if not ends_session:
+                return
+        self._nursery.cancel_scope.cancel()
 
     async def _reader(self) -> None:
         while True:
@@ -390,6 +608,7 @@ class ClientSession:
                     # Same synchronous step as the subscribe: nothing can be
                     # published in between, so history meets live exactly.
                     self.queue.append(_History(history))
+                    self._kick()
             elif isinstance(req, protocol.Unsubscribe):
                 try:
                     keys = self.hub.unsubscribe(self, req.streams)
@@ -440,30 +659,80 @@ class ClientSession:
         for k in gone:
             self.dropped.pop(k, None)
 
-    def _liveness_limit(self) -> float:
-        """When the peer counts as dead unless a pong arrives: the outstanding ping's
-        deadline or, with none outstanding, the next ping's due time + ping_timeout
-        (a write blocked past that also keeps the ping from going out)."""
-        if self._pong is not None and not self._pong.is_set():
-            return self._pong_deadline
-        return self._ping_due + self.cfg.ping_timeout
+    # ---- the sender task: runs while something is queued (or owed)
+
+    def _kick(self) -> None:
+        """Make sure the sender task runs: start it, or wake it if it is parked."""
+        if self._sender_running:
+            if self._wake is not None:
+                self._wake.set()
+            return
+        if self._nursery is None or self.ended:
+            return
+        self._sender_running = True
+        if self._direct is not None:
+            self._direct.idle = False
+        self._nursery.start_soon(functools.partial(self._guard, self._sender, ends_session=False))
 
     def _write_deadline(self) -> float:
-        """A write may block until send_timeout, or until the liveness limit if that
-        comes first: a dead peer stops both reading and ponging, and it is gone
-        after ping_interval + ping_timeout even when a write to it is stuck."""
-        return min(trio.current_time() + self.cfg.send_timeout, self._liveness_limit())
+        # A dead peer is the keeper's to close (no pong); this bounds a live but stuck one.
+        return trio.current_time() + self.cfg.send_timeout
 
     def _too_slow(self) -> CloseSession:
-        if trio.current_time() >= self._liveness_limit():
-            self.stats.ping_timeouts_total += 1
-            return CloseSession(f"ping timeout (no pong in {self.cfg.ping_timeout:g} s)", 1011, abort=True)
         self.stats.send_timeouts_total += 1
         return CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008, abort=True)
+
+    async def _sender(self) -> None:
+        q = self.queue
+        try:
+            while True:
+                direct = self._direct
+                if direct is not None and direct.partial is not None:
+                    await self._flush_direct(direct)
+                elif self._ping_owed:
+                    await self._send_owed_ping()
+                elif q or self.dropped:
+                    await self._send_next()
+                elif self._beat_owed:
+                    self._beat_owed = False
+                    if self.last_write_at() + self.cfg.heartbeat_s <= trio.current_time():
+                        await self._send_text_checked(protocol.heartbeat(time.time()))
+                elif direct is not None:
+                    # Nothing left: direct writes take over, and this task ends.
+                    direct.idle = True
+                    self._sender_running = False
+                    return
+                elif DirectWriter.possible(self.ws) and (direct := DirectWriter.attach(self.ws)) is not None:
+                    # The lock was busy when the session started; it is free now.
+                    self._direct = direct
+                else:
+                    # No direct writes on this connection (TLS): park until there is work.
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    self._wake = None
+        except BaseException:
+            self._sender_running = False
+            if self._direct is not None and self._direct.partial is not None:
+                # Half a frame on the wire: a close frame now would be garbage to the peer.
+                self.abort = True
+            raise
+
+    async def _send_owed_ping(self) -> None:
+        self._ping_owed = False
+        pong = self._pong
+        if pong is None or pong.answered:
+            return
+        try:
+            with trio.fail_at(self._write_deadline()):
+                await start_ping(self.ws, pong)
+        except trio.TooSlowError:
+            raise self._too_slow() from None
+        self.last_write = trio.current_time()
 
     async def _send_text(self, text: str) -> None:
         with trio.fail_at(self._write_deadline()):
             await self.ws.send_message(text)
+        self.last_write = trio.current_time()
 
     async def _send_bytes(self, data: bytes, frames: int) -> None:
         direct = self._direct
@@ -483,63 +752,10 @@ class ClientSession:
                 await send_preframed(self.ws, data)
         except trio.TooSlowError:
             raise self._too_slow() from None
+        self.last_write = trio.current_time()
         self.frames_sent += frames
         self.stats.frames_sent_total += frames
         self.stats.bytes_sent_total += len(data)
-
-    async def _sender(self) -> None:
-        q = self.queue
-        self._ping_due = trio.current_time() + self.cfg.ping_interval
-        try:
-            while True:
-                if trio.current_time() >= self._liveness_at():
-                    await self._check_liveness()
-                direct = self._direct
-                if direct is not None and direct.partial is not None:
-                    await self._flush_direct(direct)
-                    continue
-                if not q and not self.dropped:
-                    if direct is None:
-                        direct = self._direct = DirectWriter.attach(self.ws)
-                    await self._idle(direct)
-                    continue
-                await self._send_next()
-        finally:
-            if self._direct is not None and self._direct.partial is not None:
-                # Half a frame on the wire: a close frame now would be garbage to the peer.
-                self.abort = True
-
-    async def _idle(self, direct: DirectWriter | None) -> None:
-        """Wait for work. Meanwhile `deliver` may write frames directly; a heartbeat
-        goes out once `heartbeat_s` has passed with nothing written at all."""
-        hb = self.cfg.heartbeat_s
-        since = trio.current_time()
-        beat = False
-        if direct is not None:
-            direct.idle = True
-            # Clients written to by the same publish would otherwise all wake at the
-            # same instant, heartbeat_s later, and delay the next publish: spread those
-            # wake-ups over a quarter of heartbeat_s, per session (a heartbeat after
-            # data stops may come that much later; clients allow 2.5 x heartbeat_s).
-            spread = int(self.id[:4], 16) / 0x10000 * 0.25 * hb
-        try:
-            while True:
-                last = since if direct is None else max(since, direct.last_write + spread)
-                with trio.move_on_at(min(last + hb, self._liveness_at())) as waited:
-                    await self._wake.wait()
-                if not waited.cancelled_caught:
-                    break
-                if trio.current_time() >= self._liveness_at():
-                    break  # the sender loop pings, or closes a peer whose pong is overdue
-                if direct is None or direct.last_write + hb <= trio.current_time():
-                    beat = True
-                    break
-        finally:
-            if direct is not None:
-                direct.idle = False
-        self._wake = trio.Event()
-        if beat:
-            await self._send_text_checked(protocol.heartbeat(time.time()))
 
     async def _flush_direct(self, direct: DirectWriter) -> None:
         try:
@@ -600,33 +816,3 @@ class ClientSession:
                 parts, size = [], 0
         if parts:
             await self._send_bytes(b"".join(parts), len(parts))
-
-    # ---- liveness: WebSocket Ping/Pong, run by the sender task (one task fewer
-    # per connection than a pinger of its own, and no extra wake-ups)
-
-    def _wake_sender(self) -> None:
-        self._wake.set()
-
-    def _liveness_at(self) -> float:
-        """When liveness next needs the sender: a ping due, or an outstanding pong overdue."""
-        if self._pong is None or self._pong.is_set():
-            return self._ping_due
-        return self._pong_deadline
-
-    async def _check_liveness(self) -> None:
-        now = trio.current_time()
-        if self._pong is not None:
-            if not self._pong.is_set():
-                if now >= self._pong_deadline:
-                    raise self._too_slow()
-                return
-            self._pong, self._pong_deadline = None, float("inf")
-        if now >= self._ping_due:
-            self._pong_deadline = now + self.cfg.ping_timeout
-            self._pong = Pong(self._wake_sender)
-            try:
-                with trio.fail_at(self._pong_deadline):
-                    await start_ping(self.ws, self._pong)
-            except trio.TooSlowError:
-                raise self._too_slow() from None
-            self._ping_due = now + self.cfg.ping_interval
