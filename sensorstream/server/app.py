@@ -242,7 +242,7 @@ class Server:
             self._sessions_changed()
             log.info("ws %s: open (session %s)", peer, session.id, extra={"event": "ws_open", "peer": peer, "session": session.id})
             try:
-                await session.run()
+                await session.run(ws_nursery)
             finally:
                 self.sessions.discard(session)
                 self.stats.connections_open -= 1
@@ -250,6 +250,12 @@ class Server:
                     # Not the client's close: trio-websocket closed on a protocol violation.
                     session.close_reason = {1002: "protocol error", 1007: "invalid UTF-8", 1009: "message too big"}[ws.closed.code]
                     session.close_code = ws.closed.code
+                    if getattr(stream, "before_close", None) is not None:
+                        # trio-websocket's reader would close the stream (sending our close
+                        # frame, see _close_on_protocol_error) a step later; cancelling
+                        # ws_nursery below could cut it off first. Close it now.
+                        with trio.CancelScope(shield=True):
+                            await stream.aclose()
                 code = session.close_code
                 self.stats.close(code)
                 self._sessions_changed()

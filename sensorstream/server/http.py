@@ -119,6 +119,7 @@ class PrefixedStream(trio.abc.Stream):
         self.stream = stream
         # Awaited once just before the stream closes (see Server._close_on_protocol_error).
         self.before_close = None
+        self._hook_done: trio.Event | None = None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
@@ -134,14 +135,23 @@ class PrefixedStream(trio.abc.Stream):
         await self.stream.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
+        # Two tasks may close this at once (the session's teardown and
+        # trio-websocket's reader); the TCP stream must not close under the hook's
+        # write, so the second closer waits for the first one's hook.
         hook, self.before_close = self.before_close, None
         try:
-            if hook is not None:
-                # Shielded: the connection's teardown cancels the task this runs in
-                # (trio-websocket's reader), and the close frame must still go out.
-                with trio.move_on_after(1.0) as scope:
-                    scope.shield = True
-                    await hook()
+            # Shielded, and bounded: teardown may be cancelling the task this runs in,
+            # and the close frame must still go out.
+            with trio.move_on_after(1.0) as scope:
+                scope.shield = True
+                if hook is not None:
+                    self._hook_done = trio.Event()
+                    try:
+                        await hook()
+                    finally:
+                        self._hook_done.set()
+                elif self._hook_done is not None:
+                    await self._hook_done.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:

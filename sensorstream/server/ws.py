@@ -1,31 +1,35 @@
 """WebSocket sessions: per-client queue, liveness, backpressure.
 
-Each connection runs two tasks in a nursery the session owns (plus
-trio-websocket's own reader):
+Per connection, besides trio-websocket's own reader task:
 
-- reader: drains `get_message()` all the time. trio-websocket stops reading
-  the socket (and so stops answering pings) when its receive queue is full, so
-  this task must never stop while the connection lives.
-- sender: the only task that writes data. It empties the client's queue,
-  coalescing consecutive frames into one write, and sends a heartbeat when the
-  connection has been idle for `heartbeat_s`. Every write runs under
-  `send_timeout`; a client whose socket stays blocked longer is closed. It
-  also keeps liveness: a WebSocket Ping every `ping_interval`, and no Pong
-  within `ping_timeout` closes the client (even while a write is blocked).
-  Liveness has no task of its own: per connection, a task costs memory and
-  its timer costs wake-ups, for something the sender can check on its way.
+- the reader, in the connection's own task (`ClientSession.run`): drains
+  `get_message()` all the time. trio-websocket stops reading the socket (and
+  so stops answering pings) when its receive queue is full, so this must never
+  stop while the connection lives.
+- a sender task, only while the client has a backlog: it empties the client's
+  queue, coalescing consecutive frames into one write. Every write runs under
+  `send_timeout`; a client whose socket stays blocked longer is closed. When
+  the queue is empty the task ends.
 
-The hub calls `deliver`/`notify` synchronously; both only append to the
-queue. When a client's queue holds more than `queue_batches` data frames the
-oldest is dropped and counted, and the client gets a `dropped` message before
-its next data. Control messages are never dropped: a client that lets
-`queue_control` of them pile up is closed as too slow.
+A healthy client needs neither queue nor sender: the hub's `deliver`, control
+replies and the keeper's pings and heartbeats write pre-framed bytes straight
+to its socket (`DirectWriter`). Liveness and heartbeats for all sessions are
+one task (`Keeper`): a Ping every `ping_interval`, no Pong within
+`ping_timeout` closes the client (even while a write to it is blocked), and a
+heartbeat goes out after `heartbeat_s` with nothing written. Per connection, a
+task costs memory and a timer costs wake-ups; with thousands of clients those
+were most of the server's idle CPU and a third of its memory.
+
+The hub calls `deliver`/`notify` synchronously. When a client's queue holds
+more than `queue_batches` data frames the oldest is dropped and counted, and
+the client gets a `dropped` message before its next data. Control messages are
+never dropped: a client that lets `queue_control` of them pile up is closed as
+too slow.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import heapq
 import itertools
 import logging
@@ -134,6 +138,18 @@ def expect_pong(ws: trio_websocket.WebSocketConnection, payload: bytes, pong: Po
     """Register a Ping we wrote ourselves the way `ws.ping()` registers its own, so
     trio-websocket's pong handling resolves it (calls `pong.set()`)."""
     ws._pings[payload] = pong
+
+
+def release_handshake(ws: trio_websocket.WebSocketConnection) -> None:
+    """Drop what only the opening handshake needed: wsproto keeps its h11 connection
+    (parser state and buffers, ~1.5 KiB) for the connection's whole life, though
+    once the WebSocket is open it only ever reads the handshake's (empty) event
+    queue."""
+    hs = ws._wsproto.handshake
+    if ws._wsproto.connection is not None and not hs._events:
+        hs._h11_connection = None
+        hs._initiating_request = None
+        hs._events = ()  # only ever read (`while self._events`) from now on; a deque is ~600 B
 
 
 async def start_ping(ws: trio_websocket.WebSocketConnection, pong: Pong) -> None:
@@ -400,14 +416,11 @@ class ClientSession:
     queued. With direct writes (plain TCP) a healthy client has no task of ours
     at all besides that one, and no timer: the keeper pings it."""
 
-    # Liveness, kept by the keeper: when the next ping is due, the outstanding
-    # ping's Pong, and when that Pong is overdue.
-    _ping_due: float = 0.0
-    _pong: Pong | None = None
-    _pong_deadline: float = math.inf
-    # Owed to the peer by the sender task (the keeper could not write them directly).
-    _ping_owed = False
-    _beat_owed = False
+    # Slots: thousands of these live at once, and a __dict__ costs more than the rest.
+    __slots__ = ("server", "cfg", "hub", "stats", "ws", "peer", "id", "queue", "n_data", "n_control", "dropped",
+                 "subscriptions", "overflowed", "abort", "ended", "close_reason", "close_code", "frames_sent",
+                 "last_write", "_direct", "_nursery", "_scope", "_sender_scope", "_sender_running", "_wake", "_bucket", "_refused_in_a_row",
+                 "_ping_due", "_pong", "_pong_deadline", "_ping_owed", "_beat_owed", "__weakref__")
 
     def __init__(self, server: "Server", ws: trio_websocket.WebSocketConnection, peer: str):
         self.server = server
@@ -417,7 +430,8 @@ class ClientSession:
         self.ws = ws
         self.peer = peer
         self.id = secrets.token_hex(8)
-        self.queue: collections.deque[Frame | str | _History] = collections.deque()
+        # Most clients never need a queue (see DirectWriter): it is made on first use.
+        self.queue: collections.deque[Frame | str | _History] | tuple = ()
         self.n_data = 0
         self.n_control = 0
         self.dropped: dict[int, int] = {}
@@ -431,13 +445,29 @@ class ClientSession:
         self.last_write = trio.current_time()  # by the sender task; direct writes keep their own
         # Set once the WebSocket is known to take direct writes (None: never, or not yet).
         self._direct: DirectWriter | None = None
-        self._nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None  # where a sender task runs
+        self._scope = trio.CancelScope()  # the session (its reader); stop() cancels it
+        self._sender_scope: trio.CancelScope | None = None
         self._sender_running = False
         self._wake: trio.Event | None = None  # a parked sender (no direct writes) waits on it
         # Control messages: `control_rate` a second, `control_burst` at once; a
         # client refused `control_burst` times in a row is closed (1008).
         self._bucket = TokenBucket(self.cfg.control_rate, self.cfg.control_burst, trio.current_time())
         self._refused_in_a_row = 0
+        # Liveness, kept by the keeper: when the next ping is due, the outstanding
+        # ping's Pong, and when that Pong is overdue.
+        self._ping_due = 0.0
+        self._pong: Pong | None = None
+        self._pong_deadline = math.inf
+        # Owed to the peer by the sender task (the keeper could not write them directly).
+        self._ping_owed = False
+        self._beat_owed = False
+
+    def _queue(self) -> collections.deque:
+        q = self.queue
+        if type(q) is tuple:
+            q = self.queue = collections.deque()
+        return q
 
     # ---- hub side: synchronous, never blocks
 
@@ -456,7 +486,7 @@ class ClientSession:
                 self.stats.bytes_sent_total += n
                 self._kick()
                 return
-        self.queue.append(frame)
+        self._queue().append(frame)
         self.n_data += 1
         if self.n_data > self.cfg.queue_batches:
             self._drop_oldest()
@@ -475,7 +505,7 @@ class ClientSession:
             if n:
                 self._kick()
                 return
-        self.queue.append(text)
+        self._queue().append(text)
         self.n_control += 1
         if self.n_control > self.cfg.queue_control and not self.overflowed:
             # Never drop control messages; a client this far behind is cut off.
@@ -497,8 +527,9 @@ class ClientSession:
 
     def stop(self, reason: str, code: int) -> None:
         self.close_reason, self.close_code = reason, code
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        self._scope.cancel()
+        if self._sender_scope is not None:
+            self._sender_scope.cancel()
 
     # ---- keeper side: synchronous too
 
@@ -538,51 +569,39 @@ class ClientSession:
 
     # ---- tasks
 
-    async def run(self) -> None:
-        """Run until the client goes away, a limit trips or the server stops."""
+    async def run(self, nursery: trio.Nursery) -> None:
+        """Run until the client goes away, a limit trips or the server stops. The
+        reader runs here, in the connection's own task; a sender task, when one
+        is needed, runs in `nursery` (the connection's, which outlives this call)."""
         hello = protocol.hello(f"sensorstream/{__version__}", self.id, self.cfg.heartbeat_s, self.hub.catalog())
         self._direct = DirectWriter.attach(self.ws)
+        release_handshake(self.ws)
+        self._nursery = nursery
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                self._enqueue_control(hello)
-                self.hub.attach(self)
-                self.server.keeper.add(self)
+            with self._scope:
                 try:
-                    # The reader runs in this task: one task fewer per connection.
-                    await self._guard(self._reader)
-                finally:
-                    # Before the nursery closes (it awaits): nothing may start a sender now.
-                    self.ended = True
+                    self._enqueue_control(hello)
+                    self.hub.attach(self)
+                    self.server.keeper.add(self)
+                    while True:
+                        self.handle_message(await self.ws.get_message())
+                except (ConnectionClosed, CloseSession) as e:
+                    self._ended_by(e)
         finally:
             self.ended = True
+            if self._sender_scope is not None:
+                self._sender_scope.cancel()
             self.hub.detach(self)
 
-    async def _guard(self, fn, *, ends_session: bool = True) -> None:
-        # Turns every way a task can fail into a reason and a close code, in one
-        # place, and ends the session. The reader returning also ends it; the
-        # sender returning only means its queue is empty.
-        try:
-            await fn()
-        except ConnectionClosed as e:
-            r = e.reason
-            if self.close_reason == "closed":
-                self.close_reason = f"client closed ({r.code if r else 'no close frame'})"
-                self.close_code = r.code if r and r.code else 1006
-        except CloseSession as e:
+    def _ended_by(self, e: "ConnectionClosed | CloseSession") -> None:
+        """The one place that turns how a session ended into a reason and a close code."""
+        if isinstance(e, CloseSession):
             self.close_reason, self.close_code, self.abort = e.reason, e.code, e.abort
-        except BaseException:
-            self._nursery.cancel_scope.cancel()
-            raise
-        else:
-            if not ends_session:
-                return
-        self._nursery.cancel_scope.cancel()
-
-    async def _reader(self) -> None:
-        while True:
-            msg = await self.ws.get_message()
-            self.handle_message(msg)
+            return
+        r = e.reason
+        if self.close_reason == "closed":
+            self.close_reason = f"client closed ({r.code if r else 'no close frame'})"
+            self.close_code = r.code if r and r.code else 1006
 
     def handle_message(self, msg: str | bytes) -> None:
         try:
@@ -607,7 +626,7 @@ class ClientSession:
                 if history:
                     # Same synchronous step as the subscribe: nothing can be
                     # published in between, so history meets live exactly.
-                    self.queue.append(_History(history))
+                    self._queue().append(_History(history))
                     self._kick()
             elif isinstance(req, protocol.Unsubscribe):
                 try:
@@ -640,7 +659,7 @@ class ClientSession:
 
     def _purge(self, keys: list[int]) -> None:
         """After an unsubscribe, queued frames of those streams are not sent."""
-        if not keys:
+        if not keys or not self.queue:
             return
         gone = set(keys)
         kept = []
@@ -653,7 +672,7 @@ class ClientSession:
                     kept.append(_History(frames))
             else:
                 kept.append(item)
-        # In place: the sender task holds a reference to this deque.
+        # In place: the sender task may be holding this deque.
         self.queue.clear()
         self.queue.extend(kept)
         for k in gone:
@@ -672,7 +691,16 @@ class ClientSession:
         self._sender_running = True
         if self._direct is not None:
             self._direct.idle = False
-        self._nursery.start_soon(functools.partial(self._guard, self._sender, ends_session=False))
+        self._sender_scope = trio.CancelScope()
+        self._nursery.start_soon(self._run_sender, self._sender_scope)
+
+    async def _run_sender(self, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                await self._sender()
+            except (ConnectionClosed, CloseSession) as e:
+                self._ended_by(e)
+                self._scope.cancel()
 
     def _write_deadline(self) -> float:
         # A dead peer is the keeper's to close (no pong); this bounds a live but stuck one.
@@ -683,7 +711,6 @@ class ClientSession:
         return CloseSession(f"send timeout ({self.cfg.send_timeout:g} s)", 1008, abort=True)
 
     async def _sender(self) -> None:
-        q = self.queue
         try:
             while True:
                 direct = self._direct
@@ -691,7 +718,7 @@ class ClientSession:
                     await self._flush_direct(direct)
                 elif self._ping_owed:
                     await self._send_owed_ping()
-                elif q or self.dropped:
+                elif self.queue or self.dropped:
                     await self._send_next()
                 elif self._beat_owed:
                     self._beat_owed = False
