@@ -27,11 +27,26 @@ SAMPLES = 50
 STREAM_ID = "bench/s"
 
 
+def machine_cpus() -> list[int]:
+    """The CPUs this machine lets us run on. Not this process's affinity: a child
+    inherits its parent's pinning (the harness pins itself to CLIENT_CPU), and
+    choosing from that set would put the server on the load generator's core."""
+    try:
+        text = open("/sys/fs/cgroup/cpuset.cpus.effective").read().strip()
+    except OSError:
+        text = ""
+    cpus: list[int] = []
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus or list(range(os.cpu_count() or 1))
+
+
 def pin(cpu: int | None) -> None:
     if cpu is None or cpu < 0:
         return
+    avail = machine_cpus()
     try:
-        avail = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {avail[cpu % len(avail)]})
     except (AttributeError, OSError):
         pass
@@ -111,6 +126,16 @@ class Child:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def cpus(self) -> str | None:
+        """The CPUs the process may run on now (after it pinned itself), as the kernel says."""
+        try:
+            for line in open(f"/proc/{self.proc.pid}/status"):
+                if line.startswith("Cpus_allowed_list:"):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return None
 
     def read(self, timeout: float = 120.0) -> dict:
         import select
@@ -199,6 +224,9 @@ class Cluster:
                 r = lg.read(300)
                 self.ready += r["ready"]
                 self.failed += r["failed"]
+            # Recorded with every result: a bench whose server shares the load
+            # generator's core measures the wrong thing.
+            self.placement = {"server": self.srv.cpus(), "loadgen": sorted({lg.cpus() for lg in self.lgs if lg.cpus()})}
         except BaseException:
             self.close()
             raise

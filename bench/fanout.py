@@ -56,6 +56,7 @@ def run(size: str = "full") -> dict:
         case = {"clients": n, "batches_per_s": rate, "windows": {"sensorstream": [], "websockets": []}}
         with Cluster("sensorstream", n) as ours, Cluster("websockets", n) as base:
             case["connected"] = {"sensorstream": ours.ready, "websockets": base.ready}
+            case["placement"] = {"sensorstream": ours.placement, "websockets": base.placement}
             for _ in range(p["reps"]):
                 for impl, c in (("sensorstream", ours), ("websockets", base)):
                     case["windows"][impl].append(_window(c, rate, p["warm"], p["window"]))

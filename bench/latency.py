@@ -59,7 +59,7 @@ def _run(impl: str, p: dict, stalled: int) -> dict:
     full = [v[1] - v[0] for v in rep["spread"].values() if v[2] >= healthy]
     ll, lf = rep["lat_last"], rep["lat_first"]
     return {
-        "impl": impl, "clients": p["clients"], "stalled": stalled, "connected": c.ready,
+        "impl": impl, "clients": p["clients"], "stalled": stalled, "connected": c.ready, "placement": c.placement,
         "frames": rep["frames"], "batches": s1["published"] - s0["published"],
         "expected_frames": healthy * (s1["published"] - s0["published"]),
         "delivery_ms": {"p50": _ms(pct(ll, 50)), "p99": _ms(pct(ll, 99)), "max": _ms(ll.max() if len(ll) else None)},

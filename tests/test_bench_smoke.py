@@ -26,6 +26,11 @@ def test_bench_smoke_run_writes_every_result(tmp_path):
     assert not [b for b, r in res["benches"].items() if "error" in r]
 
     fan = res["benches"]["fanout"]["cases"]
+    if res["machine"]["cpus"] > 1:
+        # Server and load generator on different cores (children must not inherit the harness's pinning).
+        for case in fan.values():
+            for place in case["placement"].values():
+                assert place["server"] and place["loadgen"] and place["server"] not in place["loadgen"], place
     for case in fan.values():
         s = case["summary"]
         assert set(s["us_per_frame"]) == {"sensorstream", "websockets"}
