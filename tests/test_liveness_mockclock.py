@@ -28,7 +28,9 @@ def start_session(nursery, server: Server, pair=trio.testing.memory_stream_pair)
     an event set when the session has ended."""
     server_end, client_end = pair()
     done = trio.Event()
-    nursery.start_soon(server.keeper.run)  # Server.run would start it
+    if not getattr(server, "_test_keeper_started", False):
+        server._test_keeper_started = True
+        nursery.start_soon(server.keeper.run)  # Server.run would start it
 
     async def serve():
         await server.handle_websocket(server_end, "mem")
@@ -121,3 +123,98 @@ async def test_pings_keep_their_interval_when_pongs_come_back(nursery, autojump_
                 pings.append(trio.current_time() - t0)
                 await client_end.send_all(client.send(e.response()))
     assert pings == [5, 10, 15, 20]
+
+
+# ----------------------------------------------------------------- the direct path, over real sockets
+#
+# Over memory streams (above) every ping and heartbeat goes through the sender
+# task. Over a socket the keeper writes them straight to the socket (DirectWriter):
+# the same timing must hold there. socketpair() data is readable the moment it is
+# written, so the autojump clock stays exact.
+
+
+def socket_pair():
+    import socket
+
+    a, b = socket.socketpair()
+    return trio.SocketStream(trio.socket.from_stdlib_socket(a)), trio.SocketStream(trio.socket.from_stdlib_socket(b))
+
+
+async def test_direct_pings_keep_their_interval_then_a_silent_peer_is_closed(nursery, autojump_clock):
+    server = Server(ServerConfig(ping_interval=5, ping_timeout=10, heartbeat_s=1000))
+    client_end, done = start_session(nursery, server, socket_pair)
+    client, _ = await handshake(client_end)
+    await server.wait_sessions(lambda s: len(s) == 1)
+    (session,) = server.sessions
+    assert session._direct is not None  # the path under test
+    t0 = trio.current_time()
+    pings = []
+    while len(pings) < 3:
+        client.receive_data(await client_end.receive_some())
+        for e in client.events():
+            if isinstance(e, wsproto.events.Ping):
+                pings.append(trio.current_time() - t0)
+                await client_end.send_all(client.send(e.response()))
+    assert pings == [5, 10, 15]
+    assert not session._sender_running  # the keeper wrote them itself
+    await done.wait()  # no more pongs: the ping at 20 goes unanswered
+    assert trio.current_time() - t0 == 20 + 10
+    assert server.stats.ping_timeouts_total == 1
+
+
+async def test_direct_heartbeats_every_interval(nursery, autojump_clock):
+    server = Server(ServerConfig(ping_interval=1000, heartbeat_s=2.0))
+    client_end, _ = start_session(nursery, server, socket_pair)
+    client, evs = await handshake(client_end)
+    await server.wait_sessions(lambda s: len(s) == 1)
+    (session,) = server.sessions
+    assert session._direct is not None
+    times = []
+    t0 = trio.current_time()
+    while len(times) < 4:
+        for e in evs:
+            if isinstance(e, TextMessage) and '"heartbeat"' in e.data:
+                times.append(trio.current_time() - t0)
+        client.receive_data(await client_end.receive_some())
+        evs = list(client.events())
+    assert times == [2.0, 4.0, 6.0, 8.0]
+    assert not session._sender_running
+
+
+async def test_keeper_pings_sessions_due_close_together_in_one_round(nursery, autojump_clock):
+    """Sessions whose pings fall due within the keeper's slack share one wake-up:
+    one round, not one per session (that was most of the idle CPU at 1,000 clients)."""
+    server = Server(ServerConfig(ping_interval=5, ping_timeout=10, heartbeat_s=1000))
+    clients = []
+    for _ in range(20):
+        client_end, _ = start_session(nursery, server, socket_pair)
+        clients.append((client_end, (await handshake(client_end))[0]))
+        await trio.sleep(0.004)  # 20 sessions over 80 ms, inside the 100 ms slack
+    assert server.keeper.slack == 0.1
+    rounds = server.keeper._round
+    got = 0
+    for client_end, client in clients:
+        while True:
+            client.receive_data(await client_end.receive_some())
+            if any(isinstance(e, wsproto.events.Ping) for e in client.events()):
+                got += 1
+                break
+    assert got == 20
+    assert server.keeper._round == rounds + 1
+
+
+async def test_nothing_starts_a_sender_once_a_session_is_ending(nursery, autojump_clock):
+    """A keeper round can fall in the same instant as a send timeout: the session is
+    being cancelled but has not unwound yet. A heartbeat owed then must not start a
+    new sender (it would write on a stream whose last write was cut off)."""
+    server = Server(ServerConfig(ping_interval=1000, heartbeat_s=1000))
+    client_end, done = start_session(nursery, server, socket_pair)
+    await handshake(client_end)
+    await server.wait_sessions(lambda s: len(s) == 1)
+    (session,) = server.sessions
+    await trio.testing.wait_all_tasks_blocked()
+    assert not session._sender_running  # direct writes: no sender while idle
+    session.stop("test", 1000)
+    session._kick()  # as an owed heartbeat or a cut-short write would, in the same instant
+    assert not session._sender_running
+    await done.wait()

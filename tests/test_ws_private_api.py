@@ -169,3 +169,36 @@ async def test_cut_short_direct_write_is_completed_before_trio_websockets_own_wr
     assert msgs[len(payloads):] == ["pong", "pong"]
     assert direct.gate.value == 1 and direct.partial is None
     nursery.cancel_scope.cancel()
+
+
+async def test_released_handshake_leaves_a_working_connection(nursery):
+    """release_handshake drops wsproto's h11 state and trio-websocket's copy of the
+    request headers. The connection must still read, write, ping and close."""
+    from sensorstream.server.ws import release_handshake
+
+    server_end, client_end = trio.testing.memory_stream_pair()
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await client_end.send_all(client.send(wsproto.events.Request(host="x", target="/ws")))
+    req = await trio_websocket.wrap_server_stream(nursery, server_end)
+    ws = await req.accept()
+    client.receive_data(await client_end.receive_some())
+    assert isinstance(next(client.events()), wsproto.events.AcceptConnection)
+
+    release_handshake(ws)
+    assert ws._wsproto.handshake._h11_connection is None and ws.handshake_headers == ()
+
+    await client_end.send_all(client.send(wsproto.events.TextMessage(data="hi")))
+    await client_end.send_all(client.send(wsproto.events.Ping(payload=b"p")))
+    assert await ws.get_message() == "hi"
+    await ws.send_message("back")
+    got = []
+    while not any(isinstance(e, wsproto.events.TextMessage) for e in got) or not any(isinstance(e, wsproto.events.Pong) for e in got):
+        client.receive_data(await client_end.receive_some())
+        got += list(client.events())
+    assert [e.data for e in got if isinstance(e, wsproto.events.TextMessage)] == ["back"]
+    await client_end.send_all(client.send(wsproto.events.CloseConnection(code=1000)))
+    with trio.fail_after(5):
+        while ws.closed is None:
+            await trio.testing.wait_all_tasks_blocked()
+    assert ws.closed.code == 1000
+    nursery.cancel_scope.cancel()

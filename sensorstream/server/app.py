@@ -228,6 +228,7 @@ class Server:
                         ws_nursery, stream, message_queue_size=4, max_message_size=cfg.max_message_bytes
                     )
                     ws = await wsreq.accept()
+                    del wsreq  # the request (headers and all) is not needed for the connection's life
                     if hasattr(stream, "before_close"):
                         stream.before_close = functools.partial(self._close_on_protocol_error, ws, stream.stream)
             except (trio.TooSlowError, ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as e:

@@ -144,12 +144,14 @@ def release_handshake(ws: trio_websocket.WebSocketConnection) -> None:
     """Drop what only the opening handshake needed: wsproto keeps its h11 connection
     (parser state and buffers, ~1.5 KiB) for the connection's whole life, though
     once the WebSocket is open it only ever reads the handshake's (empty) event
-    queue."""
+    queue; trio-websocket keeps the request's headers."""
     hs = ws._wsproto.handshake
     if ws._wsproto.connection is not None and not hs._events:
         hs._h11_connection = None
         hs._initiating_request = None
         hs._events = ()  # only ever read (`while self._events`) from now on; a deque is ~600 B
+    # The request's headers, kept for `ws.handshake_headers`, which nothing here reads.
+    ws._handshake_headers = ()
 
 
 async def start_ping(ws: trio_websocket.WebSocketConnection, pong: Pong) -> None:
@@ -686,8 +688,8 @@ class ClientSession:
             if self._wake is not None:
                 self._wake.set()
             return
-        if self._nursery is None or self.ended:
-            return
+        if self._nursery is None or self.ended or self._scope.cancel_called:
+            return  # not started, or ending: a new sender would write after the end
         self._sender_running = True
         if self._direct is not None:
             self._direct.idle = False
