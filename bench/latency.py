@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .common import Cluster, median, pct, row
+from .common import SAMPLES, Cluster, median, pct, row
 
 SIZES = {
     "full": {"clients": 1000, "rate": 20.0, "reps": 2, "warm": 1.5, "window": 10.0},
@@ -81,6 +81,28 @@ def _ms(x):
     return None if x is None else float(x) * 1e3
 
 
+def sample_pct(ll: np.ndarray, lf: np.ndarray, n: int, q: float) -> float | None:
+    """The q-th percentile of latency over every sample of every batch received.
+
+    A batch's n samples are evenly spaced (SyntheticBatches), so their latencies
+    run evenly from the last sample's (ll) to the first one's (lf). Exact, without
+    expanding n values per frame: bisection on how many samples lie below x."""
+    if not len(ll):
+        return None
+    ll = ll.astype(np.float64)
+    step = (lf.astype(np.float64) - ll) / (n - 1)
+    want = q / 100 * len(ll) * n
+    lo, hi = float(ll.min()), float(lf.max())
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        below = np.clip(np.floor((mid - ll) / step) + 1, 0, n).sum()
+        if below >= want:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def _combine(runs: list[dict]) -> dict:
     """Pool the raw samples of repeated runs of one configuration."""
     ll = np.concatenate([r["_raw"]["lat_last"] for r in runs])
@@ -89,6 +111,8 @@ def _combine(runs: list[dict]) -> dict:
     return {
         "delivery_ms": {"p50": _ms(pct(ll, 50)), "p99": _ms(pct(ll, 99)), "max": _ms(ll.max() if len(ll) else None)},
         "sample_ms": {"p50": _ms(pct(lf, 50)), "p99": _ms(pct(lf, 99)), "max": _ms(lf.max() if len(lf) else None)},
+        "every_sample_ms": {"p50": _ms(sample_pct(ll, lf, SAMPLES, 50)), "p99": _ms(sample_pct(ll, lf, SAMPLES, 99)),
+                            "max": _ms(lf.max() if len(lf) else None)},
         "spread_ms": {"p50": _ms(pct(sp, 50)), "p99": _ms(pct(sp, 99)), "max": _ms(sp.max() if len(sp) else None)},
         "frames": int(sum(r["frames"] for r in runs)), "expected_frames": int(sum(r["expected_frames"] for r in runs)),
         "batches": int(sum(r["batches"] for r in runs)),
@@ -131,11 +155,15 @@ def rows(res: dict) -> list[dict]:
         v = o["delivery_ms"][q]
         out.append(row(sec, f"latency {q}, last sample -> receipt", v, b["delivery_ms"][q], f"<= {lim:g}" if q == "p99" else "",
                        None if q != "p99" or v is None else v <= lim, "ms"))
-    # Stricter: from the batch's first sample, which waited a whole window before publishing.
+    # The issue's figure: sample timestamp -> receipt over every sample, batching wait included.
+    for q in ("p50", "p99"):
+        v = o["every_sample_ms"][q]
+        out.append(row(sec, f"latency {q}, every sample -> receipt", v, b["every_sample_ms"][q], f"<= {lim:g}" if q == "p99" else "",
+                       None if q != "p99" or v is None else v <= lim, "ms"))
+    # The worst sample of each batch: the first, which waited a whole window before publishing.
     for q in ("p50", "p99", "max"):
         v = o["sample_ms"][q]
-        out.append(row(sec, f"latency {q}, first sample -> receipt", v, b["sample_ms"][q], f"<= {lim:g} (strict)" if q == "p99" else "",
-                       None if q != "p99" or v is None else v <= lim, "ms"))
+        out.append(row(sec, f"latency {q}, first sample -> receipt", v, b["sample_ms"][q], "", None, "ms"))
     out.append(row(sec, "frames received / expected", o["frames"] / max(1, o["expected_frames"]), b["frames"] / max(1, b["expected_frames"]), "", None, ""))
     # Below 1.0: the server process did not get the CPU to publish on time (other tenants), and the tails show it.
     sched = p["rate"] * p["window"] * p["reps"]
