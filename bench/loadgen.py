@@ -78,6 +78,7 @@ class LoadGen:
     def __init__(self, a: argparse.Namespace):
         self.a = a
         self.ep = select.epoll()
+        self.busy_poll = a.busy_poll
         self.conns: dict[int, Conn] = {}
         self.request = (
             f"GET {a.path} HTTP/1.1\r\nHost: 127.0.0.1:{a.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -256,7 +257,7 @@ class LoadGen:
             if not announced and self.to_open == 0 and self.in_flight == 0:
                 announced = True
                 emit({"ready": self.ready, "failed": self.failed, "stalled": sum(1 for c in conns.values() if c.stall)})
-            events = self.ep.poll(0.2 if announced else 0.05)
+            events = self.ep.poll(0 if self.busy_poll and announced else 0.2 if announced else 0.05)
             t_app = time.time()
             for fd, ev in events:
                 if fd == stdin:
@@ -352,6 +353,8 @@ def main(argv=None) -> None:
     p.add_argument("--path", default="/ws")
     p.add_argument("--stream", default="bench/s")
     p.add_argument("--cpu", type=int, default=None)
+    p.add_argument("--busy-poll", action="store_true",
+                   help="once connected, poll without sleeping: the server's sends then never pay for waking this process")
     a = p.parse_args(argv)
     pin(a.cpu)
     raise_nofile()
