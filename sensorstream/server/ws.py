@@ -316,9 +316,6 @@ class Keeper:
         self._push(s._ping_due, _PING, s)
         self._push(now + self.heartbeat_s, _BEAT, s)
 
-    def __len__(self) -> int:
-        return len(self._heap)
-
     def _push(self, due: float, kind: int, s: "ClientSession") -> None:
         heapq.heappush(self._heap, (due, next(self._order), kind, s))
         sleep = self._sleep
