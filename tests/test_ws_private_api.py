@@ -12,6 +12,18 @@ from wsproto.events import BytesMessage
 from sensorstream.server.ws import send_preframed, ws_binary_frame
 
 
+async def accept_over_memory(nursery):
+    """A trio-websocket server connection and a bare wsproto client, past the handshake."""
+    server_end, client_end = trio.testing.memory_stream_pair()
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await client_end.send_all(client.send(wsproto.events.Request(host="x", target="/ws")))
+    req = await trio_websocket.wrap_server_stream(nursery, server_end)
+    ws = await req.accept()
+    client.receive_data(await client_end.receive_some())
+    assert isinstance(next(client.events()), wsproto.events.AcceptConnection)
+    return ws, client, client_end
+
+
 def test_private_attributes_still_exist():
     src = trio_websocket.WebSocketConnection.__init__.__code__.co_names
     assert "_stream" in src and "_stream_lock" in src and "_wsproto" in src and "_pings" in src
@@ -23,13 +35,7 @@ async def test_start_ping_is_resolved_by_trio_websockets_pong_handling(nursery):
     must still call .set() on it when the peer's Pong arrives."""
     from sensorstream.server.ws import Pong, start_ping
 
-    server_end, client_end = trio.testing.memory_stream_pair()
-    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-    await client_end.send_all(client.send(wsproto.events.Request(host="x", target="/ws")))
-    req = await trio_websocket.wrap_server_stream(nursery, server_end)
-    ws = await req.accept()
-    client.receive_data(await client_end.receive_some())
-    list(client.events())
+    ws, client, client_end = await accept_over_memory(nursery)
     pong = Pong()
     await start_ping(ws, pong)
     assert not pong.is_set()
@@ -176,14 +182,7 @@ async def test_released_handshake_leaves_a_working_connection(nursery):
     request headers. The connection must still read, write, ping and close."""
     from sensorstream.server.ws import release_handshake
 
-    server_end, client_end = trio.testing.memory_stream_pair()
-    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-    await client_end.send_all(client.send(wsproto.events.Request(host="x", target="/ws")))
-    req = await trio_websocket.wrap_server_stream(nursery, server_end)
-    ws = await req.accept()
-    client.receive_data(await client_end.receive_some())
-    assert isinstance(next(client.events()), wsproto.events.AcceptConnection)
-
+    ws, client, client_end = await accept_over_memory(nursery)
     release_handshake(ws)
     assert ws._wsproto.handshake._h11_connection is None and ws.handshake_headers == ()
 

@@ -68,16 +68,31 @@ MAX_WRITE = 256 * 1024
 # tests/test_ws_private_api.py fails loudly if a trio-websocket release changes them.
 
 
-def ws_binary_frame(payload: bytes) -> bytes:
-    """RFC 6455 frame: FIN + opcode 2 (binary), unmasked, for server -> client."""
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """RFC 6455 frame: FIN + `opcode`, unmasked (server -> client)."""
     n = len(payload)
+    b0 = 0x80 | opcode
     if n < 126:
-        head = struct.pack("!BB", 0x82, n)
+        head = struct.pack("!BB", b0, n)
     elif n < 65536:
-        head = struct.pack("!BBH", 0x82, 126, n)
+        head = struct.pack("!BBH", b0, 126, n)
     else:
-        head = struct.pack("!BBQ", 0x82, 127, n)
+        head = struct.pack("!BBQ", b0, 127, n)
     return head + payload
+
+
+def ws_binary_frame(payload: bytes) -> bytes:
+    return ws_frame(0x2, payload)
+
+
+def ws_text_frame(text: str) -> bytes:
+    return ws_frame(0x1, text.encode())
+
+
+def ws_ping_frame(payload: bytes) -> bytes:
+    if len(payload) > 125:
+        raise ValueError("control frames carry at most 125 bytes (RFC 6455 5.5)")
+    return ws_frame(0x9, payload)
 
 
 def wire_of(frame: Frame) -> bytes:
@@ -115,23 +130,6 @@ class Pong:
 
     def is_set(self) -> bool:
         return self.answered
-
-
-def ws_ping_frame(payload: bytes) -> bytes:
-    """RFC 6455 Ping (opcode 9), unmasked, payload under 126 bytes."""
-    return struct.pack("!BB", 0x89, len(payload)) + payload
-
-
-def ws_text_frame(text: str) -> bytes:
-    data = text.encode()
-    n = len(data)
-    if n < 126:
-        head = struct.pack("!BB", 0x81, n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x81, 127, n)
-    return head + data
 
 
 def expect_pong(ws: trio_websocket.WebSocketConnection, payload: bytes, pong: Pong) -> None:
