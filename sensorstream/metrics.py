@@ -112,6 +112,15 @@ class _Collector:
                 source.add_metric([info.id, event], n)
         yield from (batches, samples, live, subs, source, frames_out, samples_out, bytes_out)
         yield GaugeMetricFamily("sensorstream_subscriptions", "Stream subscriptions held by all clients (client x stream)", value=subs_total)
+        # Read at scrape time (the hot path keeps no count): a healthy client is
+        # written to directly and never has a backlog.
+        behind = queued = 0
+        for s in self.server.sessions:
+            if s.behind:
+                behind += 1
+                queued += s.n_data
+        yield GaugeMetricFamily("sensorstream_connections_behind", "WebSocket clients with a backlog (queued or half-written frames) now", value=behind)
+        yield GaugeMetricFamily("sensorstream_queued_frames", "Data frames queued for clients that are behind, now", value=queued)
 
 
 def make_registry(server) -> CollectorRegistry:

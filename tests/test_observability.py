@@ -67,6 +67,8 @@ async def test_metrics_exposition_covers_the_server(make_server, nursery):
     assert _value(fams, "sensorstream_connections_open") == 1
     assert _value(fams, "sensorstream_tcp_connections_open") >= 1
     assert _value(fams, "sensorstream_subscriptions") == 2
+    assert _value(fams, "sensorstream_connections_behind") == 0  # the one client keeps up
+    assert _value(fams, "sensorstream_queued_frames") == 0
     assert _value(fams, "sensorstream_frames_sent") >= 4
     assert _value(fams, "sensorstream_bytes_sent") > 0
     assert _value(fams, "sensorstream_protocol_errors") == 1
@@ -271,3 +273,23 @@ async def test_serve_reads_the_config_file_end_to_end(tmp_path):
     err = (await proc.stderr.receive_some(1 << 20)).decode()
     lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
     assert any(x.get("event") == "listening" for x in lines) and all("ts" in x for x in lines)
+
+
+async def test_metrics_count_clients_that_fall_behind(make_server, nursery):
+    """A client that stops reading gets a backlog: the gauges show it (bounded by
+    queue_batches) while the healthy client next to it has none."""
+    from .wire import masked_frame, raw_handshake
+
+    server = await make_server(simulate=True, imu_rate=20_000, queue_batches=8, send_timeout=60, ping_interval=60)
+    stalled, _ = await raw_handshake(server.port, rcvbuf=4096)
+    await stalled.send_all(masked_frame(json.dumps({"type": "subscribe", "streams": ["sim/imu"]}).encode()))
+    healthy = await connect(nursery, server.port)
+    await healthy.send({"type": "subscribe", "streams": ["sim/imu"]})
+    await healthy.recv_text("subscribed")
+    with trio.fail_after(10):
+        while server.stats.dropped_batches_total == 0:  # the stalled client's queue is full
+            await healthy.recv_batch()
+    fams = _families((await exchange(server.port, get("/metrics", server.port))).partition(b"\r\n\r\n")[2])
+    assert _value(fams, "sensorstream_connections_behind") == 1
+    assert 1 <= _value(fams, "sensorstream_queued_frames") <= 8
+    await stalled.aclose()

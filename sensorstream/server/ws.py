@@ -528,6 +528,12 @@ class ClientSession:
         if self._sender_scope is not None:
             self._sender_scope.cancel()
 
+    @property
+    def behind(self) -> bool:
+        """The client has a backlog: frames or messages queued, or a frame half written."""
+        d = self._direct
+        return bool(self.queue) or bool(self.dropped) or (d is not None and d.partial is not None)
+
     # ---- keeper side: synchronous too
 
     def last_write_at(self) -> float:
