@@ -278,14 +278,10 @@ async def test_serve_reads_the_config_file_end_to_end(tmp_path):
 async def test_metrics_count_clients_that_fall_behind(make_server, nursery):
     """A client that stops reading gets a backlog: the gauges show it (bounded by
     queue_batches) while the healthy client next to it has none."""
-    from .wire import masked_frame, raw_handshake
+    from .wire import stalled_and_healthy
 
     server = await make_server(simulate=True, imu_rate=20_000, queue_batches=8, send_timeout=60, ping_interval=60)
-    stalled, _ = await raw_handshake(server.port, rcvbuf=4096)
-    await stalled.send_all(masked_frame(json.dumps({"type": "subscribe", "streams": ["sim/imu"]}).encode()))
-    healthy = await connect(nursery, server.port)
-    await healthy.send({"type": "subscribe", "streams": ["sim/imu"]})
-    await healthy.recv_text("subscribed")
+    stalled, healthy = await stalled_and_healthy(nursery, server.port, "sim/imu")
     with trio.fail_after(10):
         while server.stats.dropped_batches_total == 0:  # the stalled client's queue is full
             await healthy.recv_batch()

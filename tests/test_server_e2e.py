@@ -7,7 +7,7 @@ import trio
 
 from sensorstream.sources.simulator import SignalModel, default_profiles
 
-from .wire import connect, masked_frame, raw_handshake
+from .wire import connect, masked_frame, raw_handshake, stalled_and_healthy
 
 
 async def test_hello_lists_the_catalog(make_server, nursery):
@@ -135,11 +135,7 @@ async def test_silent_consumer_is_dropped_within_interval_plus_timeout(make_serv
 
 async def test_stalled_client_does_not_slow_a_healthy_one(make_server, nursery):
     server = await make_server(simulate=True, imu_rate=20_000, queue_batches=8, send_timeout=1.0, ping_interval=60)
-    stalled, _ = await raw_handshake(server.port, rcvbuf=4096)
-    await stalled.send_all(masked_frame(json.dumps({"type": "subscribe", "streams": ["sim/imu"]}).encode()))
-    healthy = await connect(nursery, server.port)
-    await healthy.send({"type": "subscribe", "streams": ["sim/imu"]})
-    await healthy.recv_text("subscribed")
+    stalled, healthy = await stalled_and_healthy(nursery, server.port, "sim/imu")
     got = []
     lags = []
     with trio.fail_after(15):

@@ -12,15 +12,21 @@ from wsproto.events import BytesMessage
 from sensorstream.server.ws import send_preframed, ws_binary_frame
 
 
-async def accept_over_memory(nursery):
-    """A trio-websocket server connection and a bare wsproto client, past the handshake."""
-    server_end, client_end = trio.testing.memory_stream_pair()
+async def accept(nursery, server_end, client_end):
+    """A trio-websocket server connection and a bare wsproto client over the given
+    pair of streams, past the handshake."""
     client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
     await client_end.send_all(client.send(wsproto.events.Request(host="x", target="/ws")))
     req = await trio_websocket.wrap_server_stream(nursery, server_end)
     ws = await req.accept()
     client.receive_data(await client_end.receive_some())
     assert isinstance(next(client.events()), wsproto.events.AcceptConnection)
+    return ws, client
+
+
+async def accept_over_memory(nursery):
+    server_end, client_end = trio.testing.memory_stream_pair()
+    ws, client = await accept(nursery, server_end, client_end)
     return ws, client, client_end
 
 
@@ -106,12 +112,7 @@ async def _tcp_ws_pair(nursery):
     server_end = await listeners[0].accept()
     for ln in listeners:
         await ln.aclose()
-    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-    await client_end.send_all(client.send(wsproto.events.Request(host="x", target="/ws")))
-    req = await trio_websocket.wrap_server_stream(nursery, server_end)
-    ws = await req.accept()
-    client.receive_data(await client_end.receive_some())
-    assert isinstance(next(client.events()), wsproto.events.AcceptConnection)
+    ws, client = await accept(nursery, server_end, client_end)
     return ws, server_end, client, client_end
 
 

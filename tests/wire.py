@@ -161,3 +161,14 @@ class FrameReader:
                 return "text", json.loads(payload)
             if op == 2:
                 return "batch", decode(payload)
+
+
+async def stalled_and_healthy(nursery, port: int, stream: str):
+    """Two subscribers of `stream`: a raw client with a tiny receive buffer that
+    never reads again, and a healthy client (subscribed and confirmed)."""
+    stalled, _ = await raw_handshake(port, rcvbuf=4096)
+    await stalled.send_all(masked_frame(json.dumps({"type": "subscribe", "streams": [stream]}).encode()))
+    healthy = await connect(nursery, port)
+    await healthy.send({"type": "subscribe", "streams": [stream]})
+    await healthy.recv_text("subscribed")
+    return stalled, healthy
