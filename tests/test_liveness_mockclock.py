@@ -48,6 +48,18 @@ def socket_pair():
     return trio.SocketStream(trio.socket.from_stdlib_socket(a)), trio.SocketStream(trio.socket.from_stdlib_socket(b))
 
 
+async def answer_pings(client, client_end, count: int, t0: float) -> list[float]:
+    """Answer the server's next `count` Pings; the times they arrived, from t0."""
+    pings = []
+    while len(pings) < count:
+        client.receive_data(await client_end.receive_some())
+        for e in client.events():
+            if isinstance(e, wsproto.events.Ping):
+                pings.append(trio.current_time() - t0)
+                await client_end.send_all(client.send(e.response()))
+    return pings
+
+
 async def handshake_then_stall(client_end):
     """Over lockstep streams (a write blocks until the peer reads, like a full TCP
     window): read the 101 and the hello, then never read again."""
@@ -130,14 +142,7 @@ async def test_pings_keep_their_interval_when_pongs_come_back(nursery, autojump_
     client_end, _ = start_session(nursery, server)
     client, _ = await handshake(client_end)
     t0 = trio.current_time()
-    pings = []
-    while len(pings) < 4:
-        client.receive_data(await client_end.receive_some())
-        for e in client.events():
-            if isinstance(e, wsproto.events.Ping):
-                pings.append(trio.current_time() - t0)
-                await client_end.send_all(client.send(e.response()))
-    assert pings == [5, 10, 15, 20]
+    assert await answer_pings(client, client_end, 4, t0) == [5, 10, 15, 20]
 
 
 # ----------------------------------------------------------------- the direct path, over real sockets
@@ -156,14 +161,7 @@ async def test_direct_pings_keep_their_interval_then_a_silent_peer_is_closed(nur
     (session,) = server.sessions
     assert session._direct is not None  # the path under test
     t0 = trio.current_time()
-    pings = []
-    while len(pings) < 3:
-        client.receive_data(await client_end.receive_some())
-        for e in client.events():
-            if isinstance(e, wsproto.events.Ping):
-                pings.append(trio.current_time() - t0)
-                await client_end.send_all(client.send(e.response()))
-    assert pings == [5, 10, 15]
+    assert await answer_pings(client, client_end, 3, t0) == [5, 10, 15]
     assert not session._sender_running  # the keeper wrote them itself
     await done.wait()  # no more pongs: the ping at 20 goes unanswered
     assert trio.current_time() - t0 == 20 + 10

@@ -492,16 +492,23 @@ class ClientSession:
     def notify(self, text: str) -> None:
         self._enqueue_control(text)
 
-    def _enqueue_control(self, text: str) -> None:
+    def _write_now(self, data: bytes) -> bool:
+        """Write `data` directly if nothing else is being written. False: nothing
+        went out (no direct writes on this connection, sender running, socket
+        full). A write cut short starts the sender, which writes the rest first."""
         direct = self._direct
-        if direct is not None and direct.idle and not self.queue and not self.dropped:
-            data = ws_text_frame(text)
-            n = direct.write(data)
-            if n == len(data):
-                return
-            if n:
-                self._kick()
-                return
+        if direct is None:
+            return False
+        n = direct.write(data)
+        if 0 < n < len(data):
+            self._kick()
+        return n > 0
+
+    def _enqueue_control(self, text: str) -> None:
+        d = self._direct
+        # Framed only when it can go out now (the sender frames queued text itself).
+        if d is not None and d.idle and not self.queue and not self.dropped and self._write_now(ws_text_frame(text)):
+            return
         self._queue().append(text)
         self.n_control += 1
         if self.n_control > self.cfg.queue_control and not self.overflowed:
@@ -543,25 +550,15 @@ class ClientSession:
     def ping(self, payload: bytes, frame: bytes) -> None:
         """Ping the peer (its Pong sets `self._pong`): directly if nothing else is being
         written, else the sender task sends one when it gets to it."""
-        direct = self._direct
-        if direct is not None:
-            n = direct.write(frame)
-            if n:
-                expect_pong(self.ws, payload, self._pong)
-                if n < len(frame):
-                    self._kick()
-                return
+        if self._write_now(frame):
+            expect_pong(self.ws, payload, self._pong)
+            return
         self._ping_owed = True
         self._kick()
 
     def heartbeat(self, frame: bytes) -> None:
-        direct = self._direct
-        if direct is not None:
-            n = direct.write(frame)
-            if n:
-                if n < len(frame):
-                    self._kick()
-                return
+        if self._write_now(frame):
+            return
         self._beat_owed = True
         self._kick()
 
@@ -732,7 +729,7 @@ class ClientSession:
                     direct.idle = True
                     self._sender_running = False
                     return
-                elif DirectWriter.possible(self.ws) and (direct := DirectWriter.attach(self.ws)) is not None:
+                elif (direct := DirectWriter.attach(self.ws)) is not None:
                     # The lock was busy when the session started; it is free now.
                     self._direct = direct
                 else:
