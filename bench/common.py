@@ -198,12 +198,14 @@ class Cluster:
     side never competes with the server for its core (the machine's other tenants still may).
     Load generators busy-poll by default: over loopback, a send() to a sleeping
     receiver also pays for waking it (a cross-core wake-up, ~4 µs here), a cost
-    a server sending over a real network does not have.
+    a server sending over a real network does not have (and they poll with poll(2),
+    not epoll, for the same reason: see bench/loadgen.py). `timestamps=False` for
+    benches that report no latency: receive timestamps cost the sender too.
     """
 
     def __init__(self, impl: str, clients: int, *, procs: int = 1, stalled: int = 0,
                  ping_interval: float = 5.0, ping_timeout: float = 10.0, send_timeout: float = 10.0,
-                 window: float = 0.05, busy_poll: bool = True):
+                 window: float = 0.05, busy_poll: bool = True, timestamps: bool = True):
         self.impl = impl
         self.clients = clients
         flags = ["--cpu", str(SERVER_CPU), "--window", str(window), "--ping-interval", str(ping_interval),
@@ -221,7 +223,8 @@ class Cluster:
             for i, n in enumerate(per):
                 if n:
                     self.lgs.append(Child("bench.loadgen", ["--port", str(self.port), "--clients", str(n), "--stalled", str(st[i]),
-                                                            "--cpu", str(CLIENT_CPU)] + (["--busy-poll"] if busy_poll else []),
+                                                            "--cpu", str(CLIENT_CPU)] + (["--busy-poll"] if busy_poll else [])
+                                          + ([] if timestamps else ["--no-timestamps"]),
                                           name=f"loadgen{i}"))
             self.ready = self.failed = 0
             for lg in self.lgs:

@@ -54,7 +54,7 @@ def run(size: str = "full") -> dict:
     for n in p["clients"]:
         rate = p["frames_per_s"] / n
         case = {"clients": n, "batches_per_s": rate, "windows": {"sensorstream": [], "websockets": []}}
-        with Cluster("sensorstream", n) as ours, Cluster("websockets", n) as base:
+        with Cluster("sensorstream", n, timestamps=False) as ours, Cluster("websockets", n, timestamps=False) as base:
             case["connected"] = {"sensorstream": ours.ready, "websockets": base.ready}
             case["placement"] = {"sensorstream": ours.placement, "websockets": base.placement}
             for _ in range(p["reps"]):

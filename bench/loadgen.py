@@ -14,6 +14,18 @@ the time this loop got round to the socket, so a busy load generator does not
 inflate latency or spread. The user-space time after epoll returns is kept too
 (`app` latency) to show the difference.
 
+With --no-timestamps (the fan-out bench, which reports no latency) no socket
+asks for receive timestamps. With SO_TIMESTAMPNS on any socket the kernel stamps
+every packet the machine receives, and over loopback that work runs in the
+*sender's* system call: ~2 µs per frame charged to the server under test.
+
+With --busy-poll, once every client is connected the data sockets move from
+epoll to poll(2) with a zero timeout while data flows. A socket registered with
+epoll runs epoll's wake-up callback on every packet it receives, again inside
+the sender's send() over loopback (~1.5 µs per frame here); poll(0) leaves no
+such callback behind. A client on another machine pays both costs on its own
+CPU, which is why the bench keeps them off the server's.
+
 Stalled clients (--stalled K of the N) connect with a tiny SO_RCVBUF, subscribe,
 then never read again and never answer a Ping.
 
@@ -74,6 +86,29 @@ class Conn:
         self.ready = False
 
 
+class _Poll:
+    """select.poll with epoll's interface (timeout in seconds, errors on unknown
+    fds ignored the same way), so the loop can switch pollers once connected."""
+
+    def __init__(self):
+        self._p = select.poll()
+
+    def register(self, fd: int, mask: int) -> None:
+        self._p.register(fd, mask)
+
+    def modify(self, fd: int, mask: int) -> None:
+        self._p.modify(fd, mask)
+
+    def unregister(self, fd: int) -> None:
+        self._p.unregister(fd)
+
+    def poll(self, timeout: float):
+        return self._p.poll(int(timeout * 1000))
+
+    def close(self) -> None:
+        pass
+
+
 class LoadGen:
     def __init__(self, a: argparse.Namespace):
         self.a = a
@@ -114,7 +149,7 @@ class LoadGen:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             if stall:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.a.stall_rcvbuf)
-            else:
+            elif self.a.timestamps:
                 s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.setblocking(False)
@@ -220,7 +255,7 @@ class LoadGen:
                         s[2] += 1
             elif op == 1:
                 self.text_frames += 1
-                if not c.ready and b'"subscribed"' in buf[off:end]:
+                if not c.ready and b'"subscribed"' in bytes(buf[off:end]):
                     self._became_ready(c)
                     if c.state == STALLED:
                         c.buf = b""
@@ -233,7 +268,8 @@ class LoadGen:
                 self._server_closed(c)
                 return
             pos = end
-        c.buf = buf[pos:] if pos < n else b""
+        # A copy: `data` may be a view of the loop's receive buffer, reused by the next read.
+        c.buf = bytes(buf[pos:]) if pos < n else b""
 
     def _server_closed(self, c: Conn) -> None:
         if not c.ready:
@@ -251,12 +287,19 @@ class LoadGen:
         cmdbuf = b""
         announced = False
         conns = self.conns
-        recvmsg_size = 1 << 18
+        # One receive buffer for every read. recvmsg(256 KiB) would allocate (and
+        # glibc mmap, then munmap) a fresh 256 KiB per call; each munmap flushes TLBs
+        # on every core this process's threads have touched, and that IPI lands on
+        # the server's core: ~10,000 interruptions a second, charged to the server.
+        rbuf = bytearray(1 << 18)
+        rview = memoryview(rbuf)
         busy_until = 0.0
         while True:
             self.open_more()
             if not announced and self.to_open == 0 and self.in_flight == 0:
                 announced = True
+                if self.busy_poll:
+                    self._to_poll(stdin)
                 emit({"ready": self.ready, "failed": self.failed, "stalled": sum(1 for c in conns.values() if c.stall)})
             # Busy-polling only while data flows (like the kernel's own busy poll): a load
             # generator whose server is between measurement windows sleeps, and so
@@ -282,16 +325,17 @@ class LoadGen:
                 st = c.state
                 if st == OPEN:
                     try:
-                        data, anc, _flags, _addr = c.sock.recvmsg(recvmsg_size, 64)
+                        nbytes, anc, _flags, _addr = c.sock.recvmsg_into((rbuf,), 64)
                     except (BlockingIOError, InterruptedError):
                         continue
                     except OSError:
                         self._server_closed(c)
                         continue
-                    if not data:
+                    if not nbytes:
                         self._server_closed(c)
                         continue
-                    t_rx = t_app
+                    data = rview[:nbytes]
+                    t_rx = t_app if self.a.timestamps else 0.0  # 0: no latency bookkeeping
                     if anc:
                         sec, nsec = _TS.unpack(anc[0][2])
                         t_rx = sec + nsec * 1e-9
@@ -310,6 +354,16 @@ class LoadGen:
                         self._fail(c)
                         continue
                     self._handshake(c, data)
+
+    def _to_poll(self, stdin: int) -> None:
+        """Move every socket still watched (and stdin) from epoll to poll(2); see the module doc."""
+        pl = _Poll()
+        pl.register(stdin, select.POLLIN)
+        for c in self.conns.values():
+            if c.state in (OPEN, HANDSHAKE):
+                pl.register(c.fd, select.POLLIN)
+        self.ep.close()
+        self.ep = pl
 
     def command(self, cmd: str):
         if cmd == "quit":
@@ -361,6 +415,8 @@ def main(argv=None) -> None:
     p.add_argument("--cpu", type=int, default=None)
     p.add_argument("--busy-poll", action="store_true",
                    help="once connected, poll without sleeping while data flows: the server's sends then never pay for waking this process")
+    p.add_argument("--no-timestamps", dest="timestamps", action="store_false",
+                   help="no kernel receive timestamps and no latency records (see the module doc)")
     a = p.parse_args(argv)
     pin(a.cpu)
     raise_nofile()
