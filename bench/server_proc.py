@@ -79,7 +79,7 @@ def send_floor(server: Server, rounds: int) -> dict:
     fds = []
     for s in server.sessions:
         d = s._direct
-        if d is not None and d.idle and d.gate.value:
+        if d is not None and d.idle and d.ok:
             fds.append(d.sock.fileno())
     hub, key = server.hub, server.hub.stream_by_id(STREAM_ID).key
     n = pn = 0

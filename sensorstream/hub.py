@@ -34,9 +34,12 @@ class Frame:
 
     `wire` is the WebSocket frame built around `payload`; the transport fills it
     the first time any client sends this frame, so it too is built once per batch.
+    `wire_at` is the transport's clock at that moment: the writes of one fan-out
+    happen within the same synchronous publish, so they share it instead of
+    reading the clock once per client.
     """
 
-    __slots__ = ("key", "seq", "t_last", "n_samples", "payload", "wire")
+    __slots__ = ("key", "seq", "t_last", "n_samples", "payload", "wire", "wire_at")
 
     def __init__(self, key: int, seq: int, t_last: float, n_samples: int, payload: bytes):
         self.key = key
@@ -45,6 +48,7 @@ class Frame:
         self.n_samples = n_samples
         self.payload = payload
         self.wire: bytes | None = None
+        self.wire_at = 0.0
 
 
 class Subscriber(TypingProtocol):

@@ -1,6 +1,6 @@
 """sensorstream writes pre-framed bytes through private trio-websocket attributes
 (see sensorstream/server/ws.py: send_preframed and DirectWriter, which also swaps
-`_stream_lock` for a semaphore). If a trio-websocket release renames or changes them,
+`_stream_lock` for its own lock). If a trio-websocket release renames or changes them,
 this fails loudly instead of the server breaking quietly."""
 
 import trio
@@ -34,6 +34,19 @@ def test_private_attributes_still_exist():
     src = trio_websocket.WebSocketConnection.__init__.__code__.co_names
     assert "_stream" in src and "_stream_lock" in src and "_wsproto" in src and "_pings" in src
     assert callable(getattr(trio_websocket.WebSocketConnection, "_send", None))
+
+
+async def test_trio_socket_close_closes_the_stdlib_socket_direct_writes_use():
+    """DirectWriter writes to the stdlib socket inside trio's, and relies on trio's
+    close() closing that very object (its fileno() then reads -1)."""
+    import socket
+
+    a, b = socket.socketpair()
+    ts = trio.socket.from_stdlib_socket(a)
+    assert ts._sock is a
+    ts.close()
+    assert a.fileno() == -1
+    b.close()
 
 
 async def test_start_ping_is_resolved_by_trio_websockets_pong_handling(nursery):
@@ -90,7 +103,7 @@ from sensorstream.server.ws import DirectWriter  # noqa: E402
 
 
 def test_stream_lock_is_only_used_as_an_async_context_manager():
-    """DirectWriter swaps `_stream_lock` for a trio.Semaphore. That is only sound while
+    """DirectWriter installs itself as `_stream_lock`. That is only sound while
     trio-websocket creates it once and otherwise only does `async with self._stream_lock`
     (no acquire/release pairs, no `locked()` checks, no other holder), and writes only via
     `self._stream.send_all` inside that block."""
@@ -133,7 +146,7 @@ async def test_cut_short_direct_write_is_completed_before_trio_websockets_own_wr
     server_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
     client_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     direct = DirectWriter.attach(ws)
-    assert direct is not None and isinstance(ws._stream_lock, trio.Semaphore)
+    assert direct is not None and ws._stream_lock is direct
     direct.idle = True
     payloads = []
     with trio.fail_after(5):
@@ -148,7 +161,7 @@ async def test_cut_short_direct_write_is_completed_before_trio_websockets_own_wr
     # Pings now: the reader task answers with Pongs, which must wait for the gate.
     await client_end.send_all(client.send(wsproto.events.Ping(b"p1")) + client.send(wsproto.events.Ping(b"p2")))
     with trio.fail_after(5):
-        while direct.gate.statistics().tasks_waiting == 0:
+        while direct.waiting == 0:
             await trio.sleep(0.01)
 
     got: list = []
@@ -174,7 +187,7 @@ async def test_cut_short_direct_write_is_completed_before_trio_websockets_own_wr
     assert [m for m in msgs if m != "pong"] == payloads
     # Both Pongs came after the last (completed) frame.
     assert msgs[len(payloads):] == ["pong", "pong"]
-    assert direct.gate.value == 1 and direct.partial is None
+    assert direct.free and direct.ok and direct.partial is None
     nursery.cancel_scope.cancel()
 
 
@@ -201,4 +214,66 @@ async def test_released_handshake_leaves_a_working_connection(nursery):
         while ws.closed is None:
             await trio.testing.wait_all_tasks_blocked()
     assert ws.closed.code == 1000
+    nursery.cancel_scope.cancel()
+
+
+async def test_direct_writer_as_the_stream_lock_is_fifo_and_blocks_direct_writes(nursery):
+    """DirectWriter is the connection's write lock. While anyone holds it no direct
+    write goes out; waiters get it in arrival order, handed over (never free in
+    between, so a direct write cannot slip in); a cancelled waiter is skipped."""
+    ws, server_end, client, client_end = await _tcp_ws_pair(nursery)
+    direct = DirectWriter.attach(ws)
+    assert direct is not None and DirectWriter.attach(ws) is direct
+    frame = ws_binary_frame(b"x")
+    order: list[str] = []
+    release = {n: trio.Event() for n in "axbc"}
+    scopes = {n: trio.CancelScope() for n in "axbc"}
+
+    async def hold(name: str):
+        with scopes[name]:
+            async with ws._stream_lock:
+                order.append(name)
+                assert not direct.free and not direct.ok and direct.write(frame) == 0
+                await release[name].wait()
+
+    async def settle(cond):
+        with trio.fail_after(5):
+            while not cond():
+                await trio.testing.wait_all_tasks_blocked()
+
+    nursery.start_soon(hold, "a")
+    await settle(lambda: order == ["a"])
+    for n in "xbc":
+        nursery.start_soon(hold, n)
+        await settle(lambda: direct.waiting == "xbc".index(n) + 1)
+    scopes["x"].cancel()  # gives up while waiting
+    await settle(lambda: direct.waiting == 2)
+    release["a"].set()
+    await settle(lambda: order == ["a", "b"])
+    release["b"].set()
+    await settle(lambda: order == ["a", "b", "c"])
+    release["c"].set()
+    await settle(lambda: direct.free)
+    assert direct.ok and direct.write(frame) == len(frame)
+    client.receive_data(await client_end.receive_some(65536))
+    assert [e.data for e in client.events()] == [b"x"]
+    nursery.cancel_scope.cancel()
+
+
+async def test_no_direct_write_after_trio_websocket_sent_its_close_frame(nursery):
+    ws, server_end, client, client_end = await _tcp_ws_pair(nursery)
+    direct = DirectWriter.attach(ws)
+    assert direct.ok
+    nursery.start_soon(ws.aclose, 1001, "bye")
+    client.receive_data(await client_end.receive_some(65536))
+    close = next(client.events())
+    assert isinstance(close, wsproto.events.CloseConnection) and close.code == 1001
+    with trio.fail_after(5):
+        while not direct.free:
+            await trio.testing.wait_all_tasks_blocked()
+    assert not direct.ok and direct.write(ws_binary_frame(b"late")) == 0
+    await client_end.send_all(client.send(close.response()))
+    with trio.fail_after(5):
+        while ws.closed is None:
+            await trio.testing.wait_all_tasks_blocked()
     nursery.cancel_scope.cancel()
