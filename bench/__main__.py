@@ -83,9 +83,22 @@ def _external(name: str, quick: bool) -> tuple[dict, list[dict], str]:
             parsers = {k: v for k, v in cases.items() if k != "reference" and isinstance(v, dict) and "samples_per_s" in v}
             if not parsers:
                 continue
-            best_name, best = max(parsers.items(), key=lambda kv: kv[1]["samples_per_s"])
-            rows.append(row("ingest (bench/ingest.py; baseline: its reference parser)", f"{fmt}: {best_name}",
-                            best["samples_per_s"], ref, "", None, "samples/s", ratio_value=best.get("vs_reference")))
+            sec = "ingest, 6 channels (bench/ingest.py; baseline: its line-by-line reference)"
+            # The target's figure (see bench/ingest.py): channel values/s through parser and
+            # batcher at 64 KiB reads; CSV and binary (COBS) carry the >= 5 M target.
+            case = parsers.get("parser+batcher 64 KiB")
+            if case is not None:
+                ref_v = cases["reference"].get("values_per_s")
+                v = case["values_per_s"]
+                target = fmt in ("csv", "cobs")
+                rows.append(row(sec, f"{fmt}: parse+batch, 64 KiB reads", v, ref_v, ">= 5 M" if target else "",
+                                (v >= 5e6) if target else None, "values/s", ratio_value=case.get("vs_reference")))
+                rows.append(row(sec, f"{fmt}: same, records (rows)", case["samples_per_s"], ref, "", None, "rows/s",
+                                ratio_value=case.get("vs_reference")))
+            small = parsers.get("parser+batcher 4 KiB")
+            if small is not None:
+                rows.append(row(sec, f"{fmt}: parse+batch, 4 KiB reads", small["values_per_s"],
+                                cases["reference"].get("values_per_s"), "", None, "values/s", ratio_value=small.get("vs_reference")))
     elif name == "serial_ports":
         sec = "16 ptys at 921,600 baud (baseline: a bare reader of the same ptys)"
         rows.append(row(sec, "lines lost (of %d)" % res["lines_written"], res["lines_lost"], None, "0", res["lines_lost"] == 0, "lines"))
