@@ -14,6 +14,7 @@ import pytest
 from sensorstream import cobs
 from sensorstream.parsing import (
     CSV_RELAYOUT_AFTER,
+    CSV_UNIFORM_LINES,
     SMALL_BYTES,
     BinaryRecordParser,
     ClockMapper,
@@ -229,6 +230,29 @@ def test_csv_wrong_column_count_is_malformed_until_it_persists():
     pb = p.feed(b"5,6\n" * (k + 1), 3.0)
     assert same(pb.values.T, [[5, 6, NAN]])
     assert_accounted(p.counters, 3 + (k + 2) + (k + 1))
+
+
+@pytest.mark.parametrize("bad", [None, b"1,2\n", b"1,x,3\n", b"\n", b"1,,3\n", b"1,2,3,4\n"])
+def test_csv_small_reads_and_bulk_reads_agree(bad):
+    """Small blocks of well-formed lines skip the bulk path (_csv_uniform). Fed in
+    reads of a few lines or in one read of more than CSV_UNIFORM_LINES lines, the
+    same bytes must give bit-identical values and the same counters, with odd but
+    valid numbers and with one line the fast path must leave to the general one."""
+    rng = random.Random(7)
+    odd = [b"1e3", b"-0", b".5", b"+2.", b"nan", b"-inf", b"1_000", b"12345678901234567", b"-0.000001"]
+    lines = []
+    for i in range(3 * CSV_UNIFORM_LINES):
+        lines.append(b",".join(rng.choice(odd) if rng.random() < 0.1 else b"%.4f" % rng.uniform(-1e4, 1e4) for _ in range(3)) + b"\n")
+        if bad is not None and i % 97 == 50:
+            lines.append(bad)
+    data = b"".join(lines)
+    bulk = LineParser("csv", discard_first_partial=False)
+    small = LineParser("csv", discard_first_partial=False)
+    _, v_bulk = feed_all(bulk, [data])
+    _, v_small = feed_all(small, [b"".join(lines[i : i + 5]) for i in range(0, len(lines), 5)])
+    assert np.array_equal(v_bulk, v_small, equal_nan=True)
+    assert bulk.counters == small.counters
+    assert small.counters.lines_ok >= 3 * CSV_UNIFORM_LINES - (0 if bad is None else 10)
 
 
 def test_csv_relayout_needs_consecutive_lines():
