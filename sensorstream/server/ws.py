@@ -775,7 +775,7 @@ class ClientSession:
                 elif self._beat_owed:
                     self._beat_owed = False
                     if self.last_write_at() + self.cfg.heartbeat_s <= trio.current_time():
-                        await self._send_text_checked(protocol.heartbeat(time.time()))
+                        await self._send_text(protocol.heartbeat(time.time()))
                 elif direct is not None:
                     # Nothing left: direct writes take over, and this task ends.
                     direct.idle = True
@@ -796,22 +796,22 @@ class ClientSession:
                 self.abort = True
             raise
 
+    async def _timed_write(self, send, *args) -> None:
+        """Every write the sender task waits for: bounded by `send_timeout` (a
+        stuck peer is closed with 1008), and the time of the last write kept."""
+        try:
+            with trio.fail_at(self._write_deadline()):
+                await send(*args)
+        except trio.TooSlowError:
+            raise self._too_slow() from None
+        self.last_write = trio.current_time()
+
     async def _send_owed_ping(self) -> None:
         self._ping_owed = False
         pong = self._pong
         if pong is None or pong.answered:
             return
-        try:
-            with trio.fail_at(self._write_deadline()):
-                await start_ping(self.ws, pong)
-        except trio.TooSlowError:
-            raise self._too_slow() from None
-        self.last_write = trio.current_time()
-
-    async def _send_text(self, text: str) -> None:
-        with trio.fail_at(self._write_deadline()):
-            await self.ws.send_message(text)
-        self.last_write = trio.current_time()
+        await self._timed_write(start_ping, self.ws, pong)
 
     async def _send_bytes(self, data: bytes, frames: int) -> None:
         direct = self._direct
@@ -826,12 +826,7 @@ class ClientSession:
                 self.stats.bytes_sent_total += n
                 await self._flush_direct(direct)
                 return
-        try:
-            with trio.fail_at(self._write_deadline()):
-                await send_preframed(self.ws, data)
-        except trio.TooSlowError:
-            raise self._too_slow() from None
-        self.last_write = trio.current_time()
+        await self._timed_write(send_preframed, self.ws, data)
         self.frames_sent += frames
         self.stats.frames_sent_total += frames
         self.stats.bytes_sent_total += len(data)
@@ -855,7 +850,7 @@ class ClientSession:
         if self.dropped:
             pending, self.dropped = self.dropped, {}
             for key, n in pending.items():
-                await self._send_text_checked(protocol.dropped(key, n))
+                await self._send_text(protocol.dropped(key, n))
             return
         item = q.popleft()
         kind = type(item)
@@ -873,15 +868,12 @@ class ClientSession:
             await self._send_bytes(parts[0] if len(parts) == 1 else b"".join(parts), len(parts))
         elif kind is str:
             self.n_control -= 1
-            await self._send_text_checked(item)
+            await self._send_text(item)
         else:
             await self._send_history(item.frames)
 
-    async def _send_text_checked(self, text: str) -> None:
-        try:
-            await self._send_text(text)
-        except trio.TooSlowError:
-            raise self._too_slow() from None
+    async def _send_text(self, text: str) -> None:
+        await self._timed_write(self.ws.send_message, text)
 
     async def _send_history(self, frames: list[Frame]) -> None:
         parts: list[bytes] = []
