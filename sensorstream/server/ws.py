@@ -197,7 +197,8 @@ class DirectWriter:
     memory streams of tests) `possible` is False and every frame takes the queue.
     This class, `send_preframed` and `expect_pong` are the only places that touch
     trio-websocket's private attributes (`_stream`, `_stream_lock`, `_wsproto`,
-    `_pings`); tests/test_ws_private_api.py fails loudly if a release changes them.
+    `_pings`) and trio's (a trio socket's `_sock`); tests/test_ws_private_api.py
+    fails loudly if a release changes them.
     """
 
     __slots__ = ("ws", "sock", "proto", "idle", "ok", "free", "partial", "partial_frames", "last_write", "_now", "_lot")
