@@ -163,6 +163,21 @@ async def serve(cfg: ServerConfig) -> None:
             nursery.cancel_scope.cancel()
 
 
+def _emit(text: str) -> bool:
+    """Print a line of `tail`'s output. False once the reader of stdout has gone
+    (`sensorstream tail ... | head`): tail then stops quietly, as Unix tools do.
+    stdout is pointed at /dev/null first, or Python's flush at exit would raise
+    the same BrokenPipeError again."""
+    try:
+        print(text, flush=True)
+        return True
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
+
+
 async def tail(a: argparse.Namespace) -> None:
     from .client import open_client
 
@@ -178,7 +193,8 @@ async def tail(a: argparse.Namespace) -> None:
             sid = info.id if info else f"key{batch.key}"
             names = [c.name for c in info.channels] if info else []
             if a.batches:
-                print(f"{sid} seq={batch.seq} n={len(batch.timestamps)}", flush=True)
+                if not _emit(f"{sid} seq={batch.seq} n={len(batch.timestamps)}"):
+                    return
                 printed += len(batch.timestamps)
             else:
                 lines = []
@@ -189,7 +205,8 @@ async def tail(a: argparse.Namespace) -> None:
                     printed += 1
                     if a.count and printed >= a.count:
                         break
-                print("\n".join(lines), flush=True)
+                if not _emit("\n".join(lines)):
+                    return
             if a.count and printed >= a.count:
                 return
 
@@ -297,8 +314,6 @@ def main(argv: list[str] | None = None) -> int:
         try:
             trio.run(tail, a)
         except KeyboardInterrupt:
-            pass
-        except BrokenPipeError:
             pass
         return 0
     rc = serial_cli.run_subcommand(a)

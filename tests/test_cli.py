@@ -73,6 +73,31 @@ async def test_tail_prints_live_samples():
             await proc.wait()
 
 
+async def test_tail_into_a_reader_that_stops_early_exits_quietly():
+    """`sensorstream tail ... | head -3`: once head has its lines and leaves, tail
+    must stop with status 0 and no traceback (it used to print an ExceptionGroup
+    with a BrokenPipeError)."""
+    proc, port, _ = await start_serve("--simulate", "--seed", "1")
+    try:
+        tail = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "sensorstream", "tail", f"ws://127.0.0.1:{port}/ws", "--stream", "sim/*"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        )
+        with trio.fail_after(20):
+            got = b""
+            while got.count(b"\n") < 3:
+                got += await tail.stdout.receive_some(4096)
+            await tail.stdout.aclose()  # head has what it wanted
+            err = await read_all(tail.stderr)
+            rc = await tail.wait()
+        assert rc == 0, err.decode()[-2000:]
+        assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()[-2000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            await proc.wait()
+
+
 def test_console_script_and_module_agree():
     a = subprocess.run([sys.executable, "-m", "sensorstream", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert a.returncode == 0 and a.stdout.startswith("sensorstream ")
