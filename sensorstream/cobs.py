@@ -74,7 +74,8 @@ def decode_fixed(frames: list[bytes], record_size: int) -> tuple[np.ndarray, np.
     exactly at its last byte.
     """
     length = encoded_size(record_size)
-    ok = np.fromiter((len(f) == length for f in frames), dtype=bool, count=len(frames))
+    # map(len) runs in C; a generator expression here was 40 % of a 64 KiB decode.
+    ok = np.fromiter(map(len, frames), dtype=np.intp, count=len(frames)) == length
     good = [f for f in frames if len(f) == length] if not ok.all() else frames
     m = len(good)
     if m == 0:
