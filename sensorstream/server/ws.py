@@ -63,9 +63,10 @@ MAX_WRITE = 256 * 1024
 #
 # A server-to-client WebSocket frame is not masked, so the same bytes are valid
 # on every connection: we frame each batch once and write those bytes to every
-# subscriber. trio-websocket has no public API for that, so `send_preframed`
-# reaches into two private attributes. It is the only place that does;
-# tests/test_ws_private_api.py fails loudly if a trio-websocket release changes them.
+# subscriber. trio-websocket has no public API for that, so `send_preframed`,
+# `DirectWriter`, `expect_pong`, `start_ping` and `release_handshake` reach into
+# its private attributes; nothing else does, and tests/test_ws_private_api.py
+# fails loudly if a trio-websocket release changes them.
 
 
 def ws_frame(opcode: int, payload: bytes) -> bytes:
@@ -814,23 +815,25 @@ class ClientSession:
             return
         await self._timed_write(start_ping, self.ws, pong)
 
+    def _sent(self, frames: int, nbytes: int) -> None:
+        """Count what the sender task wrote (`deliver` counts its own direct writes inline)."""
+        self.frames_sent += frames
+        self.stats.frames_sent_total += frames
+        self.stats.bytes_sent_total += nbytes
+
     async def _send_bytes(self, data: bytes, frames: int) -> None:
         direct = self._direct
         if direct is not None:
             n = direct.send_now(data, frames)
             if n == len(data):
-                self.frames_sent += frames
-                self.stats.frames_sent_total += frames
-                self.stats.bytes_sent_total += n
+                self._sent(frames, n)
                 return
             if n:
-                self.stats.bytes_sent_total += n
+                self._sent(0, n)
                 await self._flush_direct(direct)
                 return
         await self._timed_write(send_preframed, self.ws, data)
-        self.frames_sent += frames
-        self.stats.frames_sent_total += frames
-        self.stats.bytes_sent_total += len(data)
+        self._sent(frames, len(data))
 
     async def _flush_direct(self, direct: DirectWriter) -> None:
         try:
@@ -840,10 +843,7 @@ class ClientSession:
             raise self._too_slow() from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise CloseSession("connection lost mid-frame", 1006, abort=True) from None
-        frames = direct.partial_frames
-        self.frames_sent += frames
-        self.stats.frames_sent_total += frames
-        self.stats.bytes_sent_total += n
+        self._sent(direct.partial_frames, n)
 
     async def _send_next(self) -> None:
         """One step of the queue: pending drop notices, a run of frames (coalesced), a control message or a history replay."""
