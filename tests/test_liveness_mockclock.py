@@ -205,3 +205,31 @@ async def test_nothing_starts_a_sender_once_a_session_is_ending(nursery, autojum
     session._kick()  # as an owed heartbeat or a cut-short write would, in the same instant
     assert not session._sender_running
     await done.wait()
+
+
+async def test_keeper_heap_stays_bounded_under_churn(nursery, autojump_clock):
+    """An ended session's heap entries would keep it (WebSocket, buffers) alive
+    until its ping falls due. With a long ping interval and clients coming and
+    going, that grew without bound in the interval (the churn test saw 19 MiB);
+    the keeper now rebuilds its heap once dead entries outnumber live ones."""
+    server = Server(ServerConfig(ping_interval=60, ping_timeout=10, heartbeat_s=1000))
+    keeper = server.keeper
+    stay = []
+    for i in range(400):
+        client_end, done = start_session(nursery, server)
+        await handshake(client_end)
+        if i % 10 == 0:
+            stay.append(client_end)  # some stay connected throughout
+            continue
+        await client_end.aclose()
+        await done.wait()
+        live = len(server.sessions)
+        assert len(keeper._heap) <= 4 * live + 2 * keeper.COMPACT_ABOVE + 2
+    assert trio.current_time() < 60  # no entry came up on its own: only rebuilds dropped them
+    assert len(server.sessions) == 40
+    # Every live session kept both of its entries.
+    kinds = {}
+    for _, _, kind, s in keeper._heap:
+        if not s.ended:
+            kinds.setdefault(s, set()).add(kind)
+    assert set(kinds) == set(server.sessions) and all(k == {0, 1} for k in kinds.values())

@@ -339,17 +339,21 @@ class Keeper:
     A timer and a task per connection would cost a wake-up per connection per
     event, and memory per connection; with thousands of clients that was most of
     the server's idle CPU. Entries of sessions that have ended are dropped when
-    they come up (at most max(ping_interval, ping_timeout, heartbeat_s) later).
+    they come up, or all at once when they outnumber the live ones (`discard`).
     """
 
     # Yield to other tasks (a publish) after this many sessions in one round.
     ROUND = 256
+    # Dead entries tolerated beyond half the heap before it is rebuilt: a few
+    # ended sessions are not worth an O(n) pass.
+    COMPACT_ABOVE = 64
 
     def __init__(self, ping_interval: float, ping_timeout: float, heartbeat_s: float):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.heartbeat_s = heartbeat_s
         self._heap: list[tuple[float, int, int, ClientSession]] = []
+        self._dead = 0  # entries in the heap (roughly) that belong to ended sessions
         self._order = itertools.count()  # ties in due time never compare sessions
         self._sleep: trio.CancelScope | None = None
         self._round = 0
@@ -362,6 +366,22 @@ class Keeper:
         s._ping_due = now + self.ping_interval
         self._push(s._ping_due, _PING, s)
         self._push(now + self.heartbeat_s, _BEAT, s)
+
+    def discard(self, s: "ClientSession") -> None:
+        """`s` has ended. Its two entries are left where they are (removing them
+        is a heap search); but an ended session in the heap keeps its WebSocket
+        and buffers alive until its entry comes up, up to a ping interval later.
+        Under heavy churn that is rate x interval dead sessions, so once dead
+        entries are over half the heap it is rebuilt from the live ones: memory
+        stays within twice the live sessions, at O(1) amortised per session."""
+        self._dead += 2
+        heap = self._heap
+        if self._dead > len(heap) // 2 + self.COMPACT_ABOVE:
+            # In place: `run` holds this list. An earlier deadline than needed
+            # (the old heap top) only costs an empty round.
+            heap[:] = [e for e in heap if not e[3].ended]
+            heapq.heapify(heap)
+            self._dead = 0
 
     def _push(self, due: float, kind: int, s: "ClientSession") -> None:
         heapq.heappush(self._heap, (due, next(self._order), kind, s))
@@ -393,6 +413,8 @@ class Keeper:
         # deadline, say) waits for a later round.
         for n, (_, _, kind, s) in enumerate(due, 1):
             if s.ended:
+                # Counted by `discard` (unless a rebuild already forgot it).
+                self._dead = max(0, self._dead - 1)
                 continue
             if kind == _PING:
                 self._liveness(s, now)
@@ -631,18 +653,22 @@ class ClientSession:
         self._direct = DirectWriter.attach(self.ws)
         release_handshake(self.ws)
         self._nursery = nursery
+        keeper = None
         try:
             with self._scope:
                 try:
                     self._enqueue_control(hello)
                     self.hub.attach(self)
-                    self.server.keeper.add(self)
+                    keeper = self.server.keeper
+                    keeper.add(self)
                     while True:
                         self.handle_message(await self.ws.get_message())
                 except (ConnectionClosed, CloseSession) as e:
                     self._ended_by(e)
         finally:
             self.ended = True
+            if keeper is not None:
+                keeper.discard(self)
             if self._sender_scope is not None:
                 self._sender_scope.cancel()
             self.hub.detach(self)
