@@ -160,7 +160,8 @@ async def test_complete_request_then_half_close_is_answered(make_server):
 
 
 async def test_many_slowloris_clients_do_not_starve_others(make_server):
-    server = await make_server(handshake_timeout=1.0)
+    timeout = 3.0
+    server = await make_server(handshake_timeout=timeout)
     port = server.port
     closed_at = []
 
@@ -180,10 +181,15 @@ async def test_many_slowloris_clients_do_not_starve_others(make_server):
     async with trio.open_nursery() as n:
         for _ in range(100):
             n.start_soon(loris)
-        await trio.sleep(0.3)
+        with trio.fail_after(5):
+            while server.stats.tcp_connections_open < 100:
+                await trio.sleep(0.01)
+        # "Not starved" is shown by order, not by wall time (which depends on how
+        # much CPU a noisy machine gives us): every request is answered while all
+        # 100 lorises are still connected, long before the first is timed out.
         for _ in range(5):
-            t = trio.current_time()
-            assert status_of(await exchange(port, get("/healthz", port))) == 200
-            assert trio.current_time() - t < 0.3
-    assert len(closed_at) == 100 and max(closed_at) - t0 < 2.5
+            with trio.fail_after(timeout - 1):
+                assert status_of(await exchange(port, get("/healthz", port))) == 200
+            assert not closed_at
+    assert len(closed_at) == 100 and max(closed_at) - t0 < timeout + 3
     assert server.stats.rejected["head_timeout"] == 100

@@ -167,7 +167,10 @@ def test_json_and_text_formats(captured_logs):
 
 
 async def test_connection_logs_are_structured_and_a_flood_is_rate_limited(make_server, nursery, captured_logs):
-    logs.setup("info", "json", captured_logs)
+    # A refill rate of ~0 makes the count independent of how long the flood takes
+    # on a loaded machine (at the default 2/s a slow run let 26 lines through):
+    # the burst of 20 passes, then nothing. Unlimited, all 300 would be logged.
+    logs.setup("info", "json", captured_logs, rate=1e-3)
     server = await make_server(token="t", control_rate=1000, control_burst=1000)
     port = server.port
     from trio_websocket import connect_websocket
@@ -185,7 +188,7 @@ async def test_connection_logs_are_structured_and_a_flood_is_rate_limited(make_s
     assert len(opened) == 1 and opened[0]["session"] and opened[0]["peer"].startswith("127.0.0.1:")
     assert len(closed) == 1 and closed[0]["code"] == 1000 and "reason" in closed[0]
     refused = [x for x in lines if x.get("reason") == "token"]
-    assert 1 <= len(refused) <= 25
+    assert 1 <= len(refused) <= 20
     assert server.stats.rejected["token"] == 300
     assert "token=t" not in captured_logs.getvalue()  # the secret never reaches a log
 
