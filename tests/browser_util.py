@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import socket
@@ -51,9 +52,25 @@ def launch_chromium(playwright, extra_args: list[str] | None = None):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that is free now and stays free until the server binds it (a second
+    or so later, and again on a restart). Port 0 would pick one from the kernel's
+    ephemeral range, which the outgoing connections made meanwhile (health polls,
+    the browser) draw from too; so pick one just below that range."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 10_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 URL_RE = re.compile(r"http://127\.0\.0\.1:(\d+)/")

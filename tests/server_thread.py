@@ -98,11 +98,16 @@ class ServerThread:
     def check_healthy(self) -> None:
         """The server still answers, and the watcher saw no loss."""
         assert self.thread.is_alive() and self._failed is None
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            buf = b""
-            while chunk := s.recv(65536):
-                buf += chunk
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                buf = b""
+                while chunk := s.recv(65536):
+                    buf += chunk
+            # A server run with a very short handshake timeout (the fuzz tests) may
+            # answer 408 if this thread got no CPU for that long: ask again.
+            if not buf.startswith(b"HTTP/1.1 408"):
+                break
         assert buf.startswith(b"HTTP/1.1 200"), buf[:100]
         assert not self.watch_problems, self.watch_problems[:5]
 

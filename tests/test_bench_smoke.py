@@ -35,8 +35,10 @@ def test_bench_smoke_run_writes_every_result(tmp_path):
         s = case["summary"]
         assert set(s["us_per_frame"]) == {"sensorstream", "websockets"}
         assert "ratio" in s and "send_floor_us" in s and "frames_per_core_s" in s
-        # The load generator parsed what was sent (a broken frame parser counts nothing).
-        assert all(v > 0.5 for v in s["delivered"].values()), s["delivered"]
+        # The load generator parsed what was sent (a broken frame parser counts
+        # nothing). Not near 1: over a 0.5 s window a starved load generator on a
+        # loaded machine can trail the server's count by a good share.
+        assert all(v > 0.25 for v in s["delivered"].values()), s["delivered"]
     lat = res["benches"]["latency"]["combined"]
     assert set(lat) == {"sensorstream/none", "websockets/none", "sensorstream/stalled", "websockets/stalled"}
     for figs in lat.values():

@@ -1,6 +1,7 @@
 """Every limit over real sockets: connections, heads, handshakes, messages, rates, subscriptions."""
 
 import json
+import time
 
 import pytest
 import trio
@@ -152,7 +153,9 @@ async def test_oversized_fragmented_message_closes_with_1009(make_server):
 
 
 async def test_control_rate_limit_then_close_1008(make_server, nursery):
-    server = await make_server(control_rate=5, control_burst=5)
+    # One token a second: the burst of 5 plus the refused 6th must land within a
+    # second, not the 0.2 s a rate of 5/s allowed (a loaded machine can stall that long).
+    server = await make_server(control_rate=1, control_burst=5)
     c = await connect(nursery, server.port)
     for i in range(5):
         await c.send({"type": "ping", "ref": i})
@@ -162,7 +165,7 @@ async def test_control_rate_limit_then_close_1008(make_server, nursery):
     m = await c.recv_text()
     assert m["type"] == "error" and m["code"] == "rate_limited" and m["ref"] is None
     # After a pause the bucket refills: the client is fine again.
-    await trio.sleep(0.45)
+    await trio.sleep(1.1)
     await c.send({"type": "ping", "ref": "later"})
     assert await c.recv_text() == {"type": "pong", "ref": "later"}
     # A client that keeps flooding is closed with 1008.
@@ -202,12 +205,14 @@ async def test_glob_patterns_are_bounded_and_cheap(make_server, nursery):
     await c.send({"type": "subscribe", "ref": 1, "streams": too_many})
     m = await c.recv_text("error")
     assert m["code"] == "bad_field" and m["ref"] == 1
-    # The costliest patterns the protocol allows still answer quickly.
+    # The costliest patterns the protocol allows still answer quickly. The server
+    # runs in this thread, so its CPU time is measured, not the wall clock a
+    # loaded machine stretches (~0.04 s here; backtracking globs take minutes).
     nasty = [("*a" * 128)[: protocol.MAX_PATTERN_LEN - 1] + chr(98 + i) for i in range(MAX_GLOBS_PER_REQUEST)]
-    t0 = trio.current_time()
+    t0 = time.thread_time()
     await c.send({"type": "subscribe", "ref": 2, "streams": nasty})
     assert (await c.recv_text("subscribed")) == {"type": "subscribed", "ref": 2, "keys": []}
-    assert trio.current_time() - t0 < 0.5
+    assert time.thread_time() - t0 < 0.5
 
 
 async def test_history_requests_are_capped_to_the_server_history(make_server, nursery):
@@ -224,8 +229,12 @@ async def test_history_requests_are_capped_to_the_server_history(make_server, nu
         if not b["flags"] & 1:
             break
         replayed.append(b)
-    span = replayed[-1]["t"][-1] - replayed[0]["t"][0]
-    assert replayed and span <= 0.5 + 0.06
+    # What the hub guarantees: every replayed batch ends within history_s of the
+    # newest one (a batch is kept or dropped whole, by its last sample), and the
+    # history asked for (1e300 s) was capped to that, not refused.
+    assert replayed
+    span = replayed[-1]["t"][-1] - replayed[0]["t"][-1]
+    assert 0.3 <= span <= 0.5
 
 
 @pytest.mark.parametrize("doc", [

@@ -122,9 +122,11 @@ async def test_silent_consumer_is_dropped_within_interval_plus_timeout(make_serv
     await stream.send_all(masked_frame(json.dumps({"type": "subscribe", "streams": ["sim/*"]}).encode()))
     await server.wait_sessions(lambda s: len(s) == 1)
     t0 = trio.current_time()
-    with trio.fail_after(interval + timeout + 2):
+    with trio.fail_after(interval + timeout + 3):
         await server.wait_sessions(lambda s: len(s) == 0)
-    assert trio.current_time() - t0 <= interval + timeout + 0.5
+    # The promise: freed within interval + timeout + 1 s (exact timing is tested
+    # on MockClock in test_liveness_mockclock; this is the real-socket path).
+    assert trio.current_time() - t0 <= interval + timeout + 1.0
     assert server.stats.ping_timeouts_total == 1
     # the server closed its end: reading now ends (after draining what was sent)
     with trio.fail_after(2):
@@ -134,7 +136,10 @@ async def test_silent_consumer_is_dropped_within_interval_plus_timeout(make_serv
 
 
 async def test_stalled_client_does_not_slow_a_healthy_one(make_server, nursery):
-    server = await make_server(simulate=True, imu_rate=20_000, queue_batches=8, send_timeout=1.0, ping_interval=60)
+    # If the stalled client held up the fan-out, the healthy one would see a gap
+    # of the whole send timeout (2 s); the bound below sits well under that and
+    # well over a stall of a loaded machine (gaps are ~0.06 s).
+    server = await make_server(simulate=True, imu_rate=20_000, queue_batches=8, send_timeout=2.0, ping_interval=60)
     stalled, healthy = await stalled_and_healthy(nursery, server.port, "sim/imu")
     got = []
     lags = []
@@ -152,7 +157,7 @@ async def test_stalled_client_does_not_slow_a_healthy_one(make_server, nursery):
     assert server.stats.send_timeouts_total >= 1
     # Batches kept arriving at the healthy client at the simulator's pace throughout.
     gaps = np.diff(lags)
-    assert gaps.max() < 0.5
+    assert gaps.max() < 1.0
     await stalled.aclose()
 
 
