@@ -73,6 +73,10 @@ CSV_RELAYOUT_AFTER = 8
 
 _TS = -2  # index of the timestamp field in a layout
 _REJECTED = -1  # index of a label that found no channel slot
+# Rejected labels remembered (so lines with them stay on the fast paths) before
+# they are forgotten at once: a device that sends ever-new labels (a counter or
+# an ID in the key, a wrong baud rate) must not grow the parser without bound.
+MAX_REJECTED_LABELS = 1024
 
 
 # --------------------------------------------------------------------------- results
@@ -575,6 +579,7 @@ class LineParser:
         self._affine = False
         # labels/json: label -> channel index (or _TS / _REJECTED); cached labels layouts.
         self._index: dict[str, int] = {}
+        self._rejected = 0  # entries of _index that are _REJECTED
         self._layouts: dict[tuple[str, ...], _Layout] = {}
         self._layout: _Layout | None = None
         self._json_layouts: dict[tuple[str, ...], list[int]] = {}
@@ -645,7 +650,12 @@ class LineParser:
         if value is None:
             return None
         if len(self._names) >= self.max_channels:
+            if self._rejected >= MAX_REJECTED_LABELS:
+                for k in [k for k, i in self._index.items() if i == _REJECTED]:
+                    del self._index[k]
+                self._rejected = 0
             self._index[label] = _REJECTED
+            self._rejected += 1
             return _REJECTED
         i = self._index[label] = self._add_channel(label)
         return i
@@ -660,6 +670,7 @@ class LineParser:
                 self.format = fmt
                 if fmt == "csv":
                     self._index.clear()
+                    self._rejected = 0
                     self._names.clear()
                     self._scale, self._offset = np.ones(0), np.zeros(0)
                 return lines[k:]
@@ -706,15 +717,14 @@ class LineParser:
 
     # ----------------------------------------------------------------- labels
 
-    def _layout_for(self, labels: tuple[str, ...]) -> _Layout:
+    def _layout_for(self, labels: tuple[str, ...], index: list[int]) -> _Layout:
+        """The cached layout of a line with these labels, at these channel indices
+        (passed in: a rejected label may already be forgotten by `_index`)."""
         lay = self._layouts.get(labels)
         if lay is None:
             value = rb"[ \t]*[:=][ \t]*([^\s,;:=]+)"
             body = rb"[ \t,;]+".join(re.escape(lab.encode()) + value for lab in labels)
-            lay = _Layout(
-                re.compile(rb"^[ \t,;]*" + body + rb"[ \t,;]*$", re.MULTILINE),
-                [self._index[lab] for lab in labels],
-            )
+            lay = _Layout(re.compile(rb"^[ \t,;]*" + body + rb"[ \t,;]*$", re.MULTILINE), list(index))
             if len(self._layouts) >= 64:
                 self._layouts.clear()
             self._layouts[labels] = lay
@@ -768,7 +778,7 @@ class LineParser:
                 c.labels_rejected += len(line_idx)
                 continue
             if len(line_idx) == len(pairs):  # every label known: cache the line's layout
-                layout = self._layout = self._layout_for(tuple(lab for lab, _ in pairs))
+                layout = self._layout = self._layout_for(tuple(lab for lab, _ in pairs), line_idx)
             toks.extend(line_toks)
             idx.extend(line_idx)
             counts.append(len(line_idx))

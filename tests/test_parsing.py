@@ -18,6 +18,7 @@ from sensorstream.parsing import (
     SMALL_BYTES,
     BinaryRecordParser,
     ClockMapper,
+    MAX_REJECTED_LABELS,
     LineParser,
     ParseCounters,
     _numbers,
@@ -376,6 +377,28 @@ def test_labels_max_channels():
     c = p.counters
     assert c.labels_rejected == 3 and c.lines_malformed == 1 and c.lines_ok == 2
     assert p.channel_names == ["a", "b"]
+
+
+@pytest.mark.parametrize("fmt", ["labels", "json"])
+def test_ever_new_rejected_labels_do_not_grow_the_parser(fmt):
+    """A device at the channel limit that keeps sending new labels (a counter in
+    the key, an ID per reading, a wrong baud rate) is counted, not remembered
+    forever; the known channels keep parsing, on their fast path too."""
+    p = LineParser(fmt, max_channels=2, discard_first_partial=False)
+    n = 3 * MAX_REJECTED_LABELS + 7
+    if fmt == "labels":
+        data = b"".join(b"a:%d b:%d id%d:5\n" % (i, -i, i) for i in range(n))
+    else:
+        data = b"".join(b'{"a": %d, "b": %d, "id%d": 5}\n' % (i, -i, i) for i in range(n))
+    out = p.feed(data, 1.0)
+    assert p.channel_names == ["a", "b"]
+    np.testing.assert_array_equal(out.values, np.array([np.arange(n), -np.arange(n)], np.float32))
+    assert p.counters.labels_rejected == n and p.counters.lines_ok == n
+    assert len(p._index) <= 2 + MAX_REJECTED_LABELS
+    # A line of known labels that includes a label forgotten meanwhile still parses.
+    out = p.feed(b"a:1 b:2 id0:3\n" if fmt == "labels" else b'{"a": 1, "b": 2, "id0": 3}\n', 2.0)
+    np.testing.assert_array_equal(out.values[:, 0], [1, 2])
+    assert p.counters.labels_rejected == n + 1
 
 
 def test_labels_many_channels_by_default():
