@@ -86,7 +86,7 @@ class HubLimits:
     history_s: float = 60.0
     history_bytes: int = 32 * 1024 * 1024  # per stream
     max_streams: int = 1024
-    max_channels: int = 1024  # per stream
+    max_channels: int = protocol.MAX_STREAM_CHANNELS  # per stream
 
 
 class Hub(abc.ABC):

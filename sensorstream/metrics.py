@@ -30,9 +30,10 @@ class ServerStats:
     protocol_errors_total: int = 0
     rate_limited_total: int = 0  # control messages refused by the per-connection rate limit
     tcp_connections_open: int = 0
+    source_failures_total: int = 0  # sources that ended with an unexpected error
     # Labelled counters (not in as_dict): refused connections by reason, WebSocket closes by code.
     rejected: dict[str, int] = field(default_factory=dict)
-    closed: dict[int, int] = field(default_factory=dict)
+    closed: dict[int | str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.type == "int"}
@@ -42,7 +43,11 @@ class ServerStats:
 
     def close(self, code: int) -> None:
         code = int(code)  # wsproto hands out CloseReason enums
-        self.closed[code] = self.closed.get(code, 0) + 1
+        # The client picks its close code, and 3000-4999 are free for applications:
+        # kept as is, each would be a metric series for ever. Known codes stay
+        # themselves; the application ranges share one label each.
+        key: int | str = code if 1000 <= code <= 1015 else "3xxx" if 3000 <= code <= 3999 else "4xxx" if 4000 <= code <= 4999 else "other"
+        self.closed[key] = self.closed.get(key, 0) + 1
 
 
 _HELP = {
@@ -57,6 +62,7 @@ _HELP = {
     "send_timeouts_total": "Clients closed because a write stayed blocked too long (slow consumers)",
     "slow_control_closed_total": "Clients closed because their control queue overflowed",
     "protocol_errors_total": "Bad client requests answered with an error message",
+    "source_failures_total": "Sources that ended with an unexpected error (logged with a traceback)",
     "rate_limited_total": "Control messages refused by the per-connection rate limit",
     "tcp_connections_open": "TCP connections open now (HTTP and WebSocket)",
 }
@@ -85,7 +91,7 @@ class _Collector:
             rejected.add_metric([reason], n)
         yield rejected
         closed = CounterMetricFamily("sensorstream_ws_closed", "WebSocket connections ended, by close code", labels=["code"])
-        for code, n in sorted(stats.closed.items()):
+        for code, n in sorted(stats.closed.items(), key=lambda kv: str(kv[0])):
             closed.add_metric([str(code)], n)
         yield closed
         hub = self.server.hub

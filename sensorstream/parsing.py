@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from . import cobs
+from .protocol import MAX_STREAM_CHANNELS
 
 __all__ = [
     "Parsed",
@@ -559,8 +560,9 @@ class LineParser:
             raise ValueError(f"unknown line format {fmt!r}; expected one of {FORMATS}")
         if timestamp_unit not in TIME_UNITS:
             raise ValueError(f"unknown timestamp_unit {timestamp_unit!r}; expected one of {tuple(TIME_UNITS)}")
-        if max_channels < 1:
-            raise ValueError("max_channels must be positive")
+        if not 1 <= max_channels <= MAX_STREAM_CHANNELS:
+            # Above the hub's limit a device could add a channel the hub refuses.
+            raise ValueError(f"max_channels must be between 1 and {MAX_STREAM_CHANNELS}")
         self.format = fmt
         self.counters = ParseCounters()
         self.max_channels = max_channels
@@ -1119,6 +1121,8 @@ class BinaryRecordParser:
         self.counters = ParseCounters()
         self._ts_scale = TIME_UNITS[timestamp_unit]
         self._names = [n for n in names if n != timestamp_field and not n.startswith("_")]
+        if len(self._names) > MAX_STREAM_CHANNELS:
+            raise ValueError(f"{len(self._names)} channel fields; a stream has at most {MAX_STREAM_CHANNELS}")
         sb, sp = _as_lookup(scale)
         ob, op = _as_lookup(offset)
         self._scale = np.array([sb.get(n, sp[i] if i < len(sp) else 1.0) for i, n in enumerate(self._names)])

@@ -43,6 +43,8 @@ MAX_JSON_DEPTH = 16
 #: Most stream patterns one subscribe/unsubscribe may carry.
 MAX_PATTERNS = 256
 MAX_PATTERN_LEN = 256
+#: Most channels one stream has (the hub refuses more; a client can size by it).
+MAX_STREAM_CHANNELS = 1024
 
 
 # --------------------------------------------------------------------------- catalog

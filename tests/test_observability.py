@@ -92,6 +92,24 @@ async def test_metrics_exposition_covers_the_server(make_server, nursery):
     assert _value(fams, "sensorstream_uptime_seconds") >= 0
 
 
+async def test_client_close_codes_cannot_add_metric_series(make_server, nursery):
+    """Close codes 3000-4999 are the client's to pick: each would otherwise be a
+    `sensorstream_ws_closed` series that never goes away."""
+    server = await make_server()
+    port = server.port
+    for code in [*range(3000, 3020), *range(4000, 4020), 1000]:
+        c = await connect(nursery, port)
+        await c.ws.aclose(code=code)
+    with trio.fail_after(5):
+        await server.wait_sessions(lambda s: not s)
+        while sum(server.stats.closed.values()) < 41:
+            await trio.sleep(0.01)
+    assert server.stats.closed == {"3xxx": 20, "4xxx": 20, 1000: 1}
+    fams = _families((await exchange(port, get("/metrics", port))).partition(b"\r\n\r\n")[2])
+    assert len(fams["sensorstream_ws_closed"]) == 3
+    assert _value(fams, "sensorstream_ws_closed", code="4xxx") == 20
+
+
 # ----------------------------------------------------------------- /healthz
 
 

@@ -401,6 +401,19 @@ def test_ever_new_rejected_labels_do_not_grow_the_parser(fmt):
     assert p.counters.labels_rejected == n + 1
 
 
+def test_channel_limits_above_the_hubs_are_refused_at_start():
+    """A profile cannot let a device add more channels than a stream may have:
+    the hub would refuse the new channel while the server runs."""
+    with pytest.raises(ValueError, match="max_channels must be between 1 and 1024"):
+        make_parser({"format": {"kind": "labels", "max_channels": 5000}})
+    with pytest.raises(ValueError, match="max_channels"):
+        LineParser("csv", max_channels=0)
+    assert LineParser("csv", max_channels=1024).max_channels == 1024
+    with pytest.raises(ValueError, match="at most 1024"):
+        BinaryRecordParser("<" + "f" * 1025)
+    assert len(BinaryRecordParser("<I" + "f" * 1024, timestamp_field="f0").channel_names) == 1024
+
+
 def test_labels_many_channels_by_default():
     p = LineParser("labels", discard_first_partial=False)
     line = " ".join(f"c{i}:{i}" for i in range(70)).encode() + b"\n"

@@ -377,3 +377,33 @@ def test_ports_command_lists_or_says_none():
     r = subprocess.run([sys.executable, "-m", "sensorstream", "ports"], capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert r.returncode == 0
     assert r.stdout.startswith("DEVICE") or r.stdout.strip() == "no serial ports found"
+
+
+async def test_a_failing_source_ends_alone_logged_and_counted(nursery, pty, caplog):
+    """A source that hits something nobody foresaw (here: a device adding more
+    channels than the hub allows a stream) ends on its own; the server, the
+    simulators and the clients go on, and the failure is counted and logged."""
+    from sensorstream.config import ServerConfig
+    from sensorstream.hub import HubLimits, LocalHub
+    from sensorstream.server.app import Server
+
+    # The simulators have at most 6 channels; the device will ask for a 7th.
+    server = Server(ServerConfig(port=0, host="127.0.0.1", simulate=True), hub=LocalHub(HubLimits(max_channels=6)))
+    server.add_source(functools.partial(run_serial, server.hub, spec_for(pty, {"format": {"kind": "labels"}}), window_s=0.02))
+    await nursery.start(server.run)
+    c = await subscribe(nursery, server, "sim/power")
+    await c.recv_batch()
+    dev = server.hub.stream_by_id("dev/test")
+    pty.write(b"\na:1 b:2 c:3 d:4 e:5 f:6\n")
+    with trio.fail_after(10):
+        while server.hub.stream_by_id("dev/test").status != "live" or not server.hub.stats(dev.key).batches:
+            await trio.sleep(0.01)
+    pty.write(b"a:1 b:2 c:3 d:4 e:5 f:6 g:7\n")  # a 7th channel: the hub refuses it
+    with trio.fail_after(10):
+        while not server.stats.source_failures_total:
+            await trio.sleep(0.01)
+    assert server.stats.source_failures_total == 1
+    assert server.hub.stream_by_id("dev/test").status == "disconnected"
+    assert any(getattr(r, "event", None) == "source_failed" and r.exc_info for r in caplog.records)
+    seq = (await c.recv_batch())["seq"]  # the simulator's stream goes on
+    assert (await c.recv_batch())["seq"] == seq + 1

@@ -108,11 +108,23 @@ class Server:
 
     # ------------------------------------------------------------------ lifecycle
 
+    async def _run_source(self, source: Source) -> None:
+        """A source that fails (a bug, or a device nobody foresaw) ends alone: it is
+        logged with its traceback and counted, and the server and the other sources
+        go on. Sources handle the failures they expect (a port that vanishes, bad
+        bytes) themselves; this is the backstop. Its stream is left `disconnected`
+        (the source's own cleanup), which /healthz reports after a while."""
+        try:
+            await source()
+        except Exception:  # Cancelled is a BaseException: shutdown still goes through
+            self.stats.source_failures_total += 1
+            log.exception("a source failed; the server goes on without it", extra={"event": "source_failed"})
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for source in self.sources:
-                nursery.start_soon(source)
+                nursery.start_soon(self._run_source, source)
             with self._listen_scope:
                 listeners = await nursery.start(
                     functools.partial(trio.serve_tcp, self._handle_tcp, self.cfg.port, host=self.cfg.host, handler_nursery=nursery)
