@@ -255,3 +255,25 @@ async def test_deep_or_huge_json_is_a_typed_error(make_server, nursery, doc):
         assert m["code"] in ("invalid_json", "invalid_message", "too_large")
     await c.send({"type": "ping", "ref": "alive"})
     assert (await c.recv_text("pong"))["ref"] == "alive"
+
+
+async def test_request_bodies_are_refused_unread(make_server):
+    """No route takes a body, so none is read: a client cannot park a megabyte per
+    connection in the server by sending one slowly. A head that declares a body
+    is answered 413 before the body is sent; a body of length 0 is no body."""
+    server = await make_server()
+    port = server.port
+    for extra in (b"Content-Length: 1000000\r\n", b"Transfer-Encoding: chunked\r\n"):
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        await s.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n" + b"a" * 100)
+        r = await read_until_closed(s, limit=2)  # closed at once: the rest of the body never comes
+        assert status_of(r) == 413, r[:200]
+        await s.aclose()
+    assert server.stats.rejected["body"] == 2
+    # Content-Length: 0, then a pipelined request on the same connection: both answered.
+    s = await trio.open_tcp_stream("127.0.0.1", port)
+    await s.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" + get("/healthz", port)[:-2]
+                     + b"Connection: close\r\n\r\n")
+    r = await read_until_closed(s, limit=5)
+    assert r.count(b"HTTP/1.1 200") == 2, r[:300]
+    await s.aclose()

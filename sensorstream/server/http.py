@@ -170,6 +170,12 @@ def _headers(req: h11.Request) -> dict[bytes, bytes]:
     return headers_of(req.headers)
 
 
+def _has_body(req: h11.Request) -> bool:
+    # h11 has checked both headers (a valid integer; not both at once).
+    h = _headers(req)
+    return b"transfer-encoding" in h or int(h.get(b"content-length", b"0")) > 0
+
+
 def is_websocket_upgrade(req: h11.Request) -> bool:
     h = _headers(req)
     return b"websocket" in h.get(b"upgrade", b"").lower() and b"upgrade" in h.get(b"connection", b"").lower()
@@ -239,6 +245,14 @@ async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str, *, r
             server.stats.http_rejected_total += 1
             await _send_simple(conn, stream, refuse[0], refuse[1], extra=[(b"retry-after", b"5")])
             return
+        if _has_body(event):
+            # No route takes a body, so none is read: draining it would hold up to
+            # a body's worth of memory per connection for nothing.
+            server.stats.http_rejected_total += 1
+            server.stats.reject("body")
+            log.info("http %s: 413 request body refused", peer, extra={"event": "refused", "peer": peer, "status": 413})
+            await _send_simple(conn, stream, 413, "request bodies are not accepted")
+            return
         target = event.target.decode("latin-1")
         if is_websocket_upgrade(event):
             if target.split("?", 1)[0] != "/ws":
@@ -270,18 +284,8 @@ async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str, *, r
         keep_alive = await _route(server, conn, stream, event, target)
         if not keep_alive or conn.our_state is not h11.DONE:
             return
-        # Drain any request body (we accept none) before the next cycle.
-        try:
-            with trio.fail_after(cfg.handshake_timeout):
-                while True:
-                    ev = await _read_request(conn, stream, raw, cfg.max_head_bytes + 1024 * 1024)
-                    if isinstance(ev, h11.EndOfMessage):
-                        break
-                    if not isinstance(ev, h11.Data):
-                        return
-        except (trio.TooSlowError, _Reject):
-            return
-        if conn.their_state is not h11.DONE:
+        # The request has no body (refused above): h11 ends it at once.
+        if not isinstance(conn.next_event(), h11.EndOfMessage) or conn.their_state is not h11.DONE:
             return
         conn.start_next_cycle()
         raw = bytearray(conn.trailing_data[0])
