@@ -17,9 +17,10 @@ import abc
 import collections
 import fnmatch
 import logging
+import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Protocol as TypingProtocol
+from typing import Callable, Iterable, Protocol as TypingProtocol
 
 import numpy as np
 
@@ -141,6 +142,16 @@ def is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
 
+def _glob(pattern: str) -> Callable[[str], object]:
+    """A matcher for one glob pattern (fnmatch syntax, whole id, case-sensitive).
+
+    Not `fnmatch.fnmatchcase`: it caches every pattern it has compiled, up to
+    32,768 of them, for the life of the process, and clients choose patterns.
+    A matcher lives as long as the subscription that holds it (re's own cache
+    shares the common ones and keeps at most a few hundred)."""
+    return re.compile(fnmatch.translate(pattern)).match
+
+
 class _Stream:
     __slots__ = ("info", "stats", "history", "history_bytes", "subs", "fanout", "next_seq")
 
@@ -163,7 +174,8 @@ class LocalHub(Hub):
         self._by_id: dict[str, int] = {}
         self._next_key = 1
         self._attached: set[Subscriber] = set()
-        self._patterns: dict[Subscriber, set[str]] = {}
+        # Each subscriber's patterns; globs with their matcher (None for plain ids).
+        self._patterns: dict[Subscriber, dict[str, Callable[[str], object] | None]] = {}
         # Totals for /metrics.
         self.frames_published = 0
         self.bytes_published = 0
@@ -187,7 +199,7 @@ class LocalHub(Hub):
         self._by_id[id] = key
         # Existing glob subscriptions pick up a new stream that matches them.
         for sub, pats in self._patterns.items():
-            if any(fnmatch.fnmatchcase(id, p) for p in pats):
+            if any(m(id) if m is not None else p == id for p, m in pats.items()):
                 st.subs.add(sub)
         st.fanout = tuple(st.subs)
         self._announce(protocol.stream_msg(st.info))
@@ -268,7 +280,7 @@ class LocalHub(Hub):
 
     def attach(self, sub: Subscriber) -> None:
         self._attached.add(sub)
-        self._patterns.setdefault(sub, set())
+        self._patterns.setdefault(sub, {})
 
     def detach(self, sub: Subscriber) -> None:
         self._attached.discard(sub)
@@ -278,24 +290,27 @@ class LocalHub(Hub):
                 st.subs.discard(sub)
                 st.fanout = tuple(st.subs)
 
-    def _match(self, patterns: Iterable[str]) -> list[_Stream]:
+    def _match(self, patterns: Iterable[str]) -> tuple[list[_Stream], dict[str, Callable[[str], object] | None]]:
+        """The streams the patterns cover, and the patterns with their matchers."""
         matched: dict[int, _Stream] = {}
+        matchers: dict[str, Callable[[str], object] | None] = {}
         for p in patterns:
             if is_glob(p):
+                m = matchers[p] = _glob(p)
                 for st in self._streams.values():
-                    if fnmatch.fnmatchcase(st.info.id, p):
+                    if m(st.info.id):
                         matched[st.info.key] = st
             else:
                 key = self._by_id.get(p)
                 if key is None:
                     raise HubError("unknown_stream", f"no stream with id {p!r}")
                 matched[key] = self._streams[key]
-        return list(matched.values())
+                matchers[p] = None
+        return list(matched.values()), matchers
 
     def subscribe(self, sub: Subscriber, patterns: Iterable[str], history_s: float = 0.0) -> tuple[list[int], list[Frame]]:
-        patterns = list(patterns)
-        streams = self._match(patterns)  # raises before anything changes
-        self._patterns.setdefault(sub, set()).update(patterns)
+        streams, matchers = self._match(patterns)  # raises before anything changes
+        self._patterns.setdefault(sub, {}).update(matchers)
         history: list[Frame] = []
         history_s = min(history_s, self.limits.history_s)
         for st in streams:
@@ -308,11 +323,11 @@ class LocalHub(Hub):
         return [st.info.key for st in streams], history
 
     def unsubscribe(self, sub: Subscriber, patterns: Iterable[str]) -> list[int]:
-        patterns = list(patterns)
-        streams = self._match(patterns)
+        streams, matchers = self._match(patterns)
         pats = self._patterns.get(sub)
         if pats is not None:
-            pats.difference_update(patterns)
+            for p in matchers:
+                pats.pop(p, None)
         keys = []
         for st in streams:
             if sub in st.subs:

@@ -117,3 +117,31 @@ def test_detach_and_unsubscribe_stop_delivery():
     hub.detach(s2)
     pub(hub, a.key, 0, 0.0)
     assert s1.frames == [] and s2.frames == [] and hub.subscriber_count() == 0
+
+
+def test_client_glob_patterns_live_only_as_long_as_their_subscription():
+    """Clients choose glob patterns. fnmatch would keep each one compiled for the
+    life of the process (up to 32,768 of them, KiBs each); the hub's matchers
+    go with the subscription, and still cover streams added later."""
+    import fnmatch
+    import gc
+    import weakref
+
+    hub = LocalHub()
+    hub.add_stream("sim/a", [Channel("x")])
+    cached = fnmatch._compile_pattern.cache_info().currsize
+    s = Sink()
+    hub.attach(s)
+    pats = [f"sim/{i}*" for i in range(600)]  # more than re's own cache keeps (512)
+    for i in range(0, len(pats), 16):
+        hub.subscribe(s, pats[i:i + 16])
+    first = weakref.ref(hub._patterns[s]["sim/0*"].__self__)
+    later = hub.add_stream("sim/42x", [Channel("x")])
+    pub(hub, later.key, 0, 1.0)
+    assert len(s.frames) == 1  # a glob picked up a stream added after it
+    assert fnmatch._compile_pattern.cache_info().currsize == cached
+    hub.unsubscribe(s, pats[300:])
+    assert len(hub._patterns[s]) == 300
+    hub.detach(s)
+    gc.collect()
+    assert s not in hub._patterns and first() is None

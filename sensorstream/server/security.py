@@ -170,7 +170,7 @@ class TokenBucket:
         return False
 
 
-#: Compiling a glob costs far more than matching one (~0.5 ms for a long
+#: Compiling a glob costs far more than matching one (0.3-2 ms for a long
 #: pattern), so a request carries at most this many, and each costs a token.
 MAX_GLOBS_PER_REQUEST = 16
 
