@@ -30,11 +30,18 @@ from .protocol import Channel, StreamInfo
 log = logging.getLogger(__name__)
 
 
+# What a frame in history costs beyond its payload, for the byte cap: the Frame
+# object, the buffers' headers, and (small frames) the transport's framed copy.
+# Without it a stream of one-sample batches would hold many times its cap.
+FRAME_OVERHEAD = 320
+
+
 class Frame:
     """One encoded batch, shared by every subscriber (never copied per client).
 
     `wire` is the WebSocket frame built around `payload`; the transport fills it
-    the first time any client sends this frame, so it too is built once per batch.
+    the first time any client sends this frame, so it too is built once per batch
+    (and then may make `payload` a view into it, so history holds one buffer).
     `wire_at` is the transport's clock at that moment: the writes of one fan-out
     happen within the same synchronous publish, so they share it instead of
     reading the clock once per client.
@@ -255,11 +262,11 @@ class LocalHub(Hub):
     def _remember(self, st: _Stream, frame: Frame) -> None:
         hist = st.history
         hist.append(frame)
-        st.history_bytes += len(frame.payload)
+        st.history_bytes += len(frame.payload) + FRAME_OVERHEAD
         horizon = frame.t_last - self.limits.history_s
         cap = self.limits.history_bytes
         while hist and (hist[0].t_last < horizon or st.history_bytes > cap):
-            st.history_bytes -= len(hist.popleft().payload)
+            st.history_bytes -= len(hist.popleft().payload) + FRAME_OVERHEAD
 
     def _check_channels(self, channels: tuple[Channel, ...]) -> None:
         if len(channels) > self.limits.max_channels:

@@ -140,7 +140,7 @@ def decode_batch(frame: bytes | bytearray | memoryview) -> Batch:
     return Batch(key=key, seq=seq, timestamps=ts, values=vals, flags=flags)
 
 
-def mark_replayed(frame: bytes) -> bytes:
+def mark_replayed(frame: bytes | memoryview) -> bytes:
     """The same frame with the replayed-history flag set (a copy; history is capped)."""
     buf = bytearray(frame)
     buf[1] |= FLAG_REPLAYED

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from sensorstream.hub import HubError, HubLimits, LocalHub
+from sensorstream.hub import FRAME_OVERHEAD, HubError, HubLimits, LocalHub
 from sensorstream.protocol import Channel, decode_batch
 
 
@@ -145,3 +145,38 @@ def test_client_glob_patterns_live_only_as_long_as_their_subscription():
     hub.detach(s)
     gc.collect()
     assert s not in hub._patterns and first() is None
+
+
+@pytest.mark.parametrize("samples", [1, 500])
+async def test_history_memory_is_what_its_byte_cap_says(samples):
+    """Measured, not counted: history of a stream with a subscriber (so every frame
+    also got its WebSocket framing) stays within its byte cap, for tiny batches
+    (object overhead dominates) and big ones (the framed copy would double it)."""
+    import gc
+    import tracemalloc
+
+    from sensorstream.server.ws import wire_of
+
+    class Wire(Sink):
+        def deliver(self, frame):
+            wire_of(frame)
+
+    cap = 1024 * 1024
+    hub = LocalHub(HubLimits(history_s=1e9, history_bytes=cap))
+    info = hub.add_stream("s", [Channel(c) for c in "abcd"])
+    sub = Wire()
+    hub.attach(sub)
+    hub.subscribe(sub, ["s"])
+    ts, vals = np.arange(samples, dtype=np.float64), np.ones((4, samples), np.float32)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for seq in range(2 * cap // (24 + 24 * samples + FRAME_OVERHEAD)):  # two caps' worth
+            hub.publish(info.key, seq, ts + seq, vals)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(hub._streams[info.key].history) > 50
+    assert used <= 1.1 * cap, f"{used / 2**20:.2f} MiB for a {cap / 2**20:.0f} MiB cap"

@@ -96,11 +96,21 @@ def ws_ping_frame(payload: bytes) -> bytes:
     return ws_frame(0x9, payload)
 
 
+# Above this size a frame's payload becomes a view into its wire bytes (below it,
+# the view object would cost more than the copy it saves).
+SHARE_PAYLOAD_ABOVE = 128
+
+
 def wire_of(frame: Frame) -> bytes:
     w = frame.wire
     if w is None:
-        w = frame.wire = ws_binary_frame(frame.payload)
+        p = frame.payload
+        w = frame.wire = ws_binary_frame(p)
         frame.wire_at = trio.current_time()
+        if len(p) > SHARE_PAYLOAD_ABOVE:
+            # History keeps frames for minutes: one buffer per batch, not two, so
+            # the hub's byte cap (which counts the payload) is what it costs.
+            frame.payload = memoryview(w)[len(w) - len(p):]
     return w
 
 
