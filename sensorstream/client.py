@@ -20,6 +20,7 @@ trio-websocket answering the server's pings while the caller is busy.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import ssl
@@ -37,6 +38,8 @@ from .protocol import Batch, StreamInfo
 
 log = logging.getLogger(__name__)
 
+MAX_ERRORS_KEPT = 100
+
 
 @dataclass
 class ClientState:
@@ -47,7 +50,8 @@ class ClientState:
     last_t_by_key: dict[int, float] = field(default_factory=dict)
     last_t: float | None = None
     dropped: dict[int, int] = field(default_factory=dict)
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    # The newest server errors (a long-lived client must not keep them all).
+    errors: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=MAX_ERRORS_KEPT))
 
 
 class Client:
@@ -152,7 +156,10 @@ class Client:
                 info = StreamInfo.from_json(m["stream"])
                 self.streams[info.key] = info
             elif kind == "stream_removed":
-                self.streams.pop(m["key"], None)
+                key = m["key"]
+                self.streams.pop(key, None)
+                for per_key in (self.state.last_seq, self.state.last_t_by_key, self.state.dropped):
+                    per_key.pop(key, None)
             elif kind == "dropped":
                 self.state.dropped[m["key"]] = self.state.dropped.get(m["key"], 0) + m["batches"]
             elif kind == "error":

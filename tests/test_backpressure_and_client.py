@@ -58,3 +58,29 @@ async def test_python_client_reconnects_resubscribes_and_skips_duplicates(nurser
         assert client.state.connects == 2
         assert client.streams[batch.key].id == "sim/env"
         assert batch.timestamps[0] > first.timestamps[-1]  # never a duplicate or a step back in time
+
+
+async def test_client_state_stays_bounded(make_server):
+    """A long-lived client keeps the newest server errors, not all of them, and
+    forgets a removed stream's per-key state."""
+    from sensorstream.client import MAX_ERRORS_KEPT
+
+    server = await make_server(simulate=True, control_rate=1000, control_burst=1000)
+    async with open_client(f"ws://127.0.0.1:{server.port}/ws", ["sim/env"]) as client:
+        batch = await client.batches().__anext__()
+        assert batch.key in client.state.last_seq
+        n = MAX_ERRORS_KEPT + 50
+        for i in range(n):
+            await client.send('{"type": "ping", "ref": %d' % i)  # bad JSON: each answered with an error
+        seen = 0
+        with trio.fail_after(10):
+            async for m in client.events():
+                if isinstance(m, dict) and m["type"] == "error":
+                    seen += 1
+                    if seen == n:
+                        server.hub.remove_stream(batch.key)
+                elif isinstance(m, dict) and m["type"] == "stream_removed":
+                    break
+        assert len(client.state.errors) == MAX_ERRORS_KEPT and server.stats.protocol_errors_total == n
+        assert client.state.errors[-1]["code"] == "invalid_json"
+        assert batch.key not in client.state.last_seq and batch.key not in client.state.last_t_by_key
