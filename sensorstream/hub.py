@@ -47,7 +47,8 @@ class Frame:
     reading the clock once per client.
     """
 
-    __slots__ = ("key", "seq", "t_last", "n_samples", "payload", "wire", "wire_at")
+    # __weakref__: a replay holds history frames weakly (see server.ws._History).
+    __slots__ = ("key", "seq", "t_last", "n_samples", "payload", "wire", "wire_at", "__weakref__")
 
     def __init__(self, key: int, seq: int, t_last: float, n_samples: int, payload: bytes):
         self.key = key

@@ -57,7 +57,7 @@ _HELP = {
     "http_rejected_total": "HTTP requests refused (4xx/5xx)",
     "frames_sent_total": "Data frames written to clients",
     "bytes_sent_total": "Data frame bytes written to clients",
-    "dropped_batches_total": "Batches dropped from full per-client queues",
+    "dropped_batches_total": "Batches a client did not get: dropped from its full queue, or history that moved on before it was replayed",
     "ping_timeouts_total": "Clients closed because no Pong arrived in time (dead consumers)",
     "send_timeouts_total": "Clients closed because a write stayed blocked too long (slow consumers)",
     "slow_control_closed_total": "Clients closed because their control queue overflowed",

@@ -84,3 +84,46 @@ async def test_client_state_stays_bounded(make_server):
         assert len(client.state.errors) == MAX_ERRORS_KEPT and server.stats.protocol_errors_total == n
         assert client.state.errors[-1]["code"] == "invalid_json"
         assert batch.key not in client.state.last_seq and batch.key not in client.state.last_t_by_key
+
+
+async def test_slow_history_reader_does_not_pin_history_and_is_told_what_it_missed(make_server):
+    """A client reading its history more slowly than the server's history moves
+    on: the server does not keep the old frames alive for it; the ones gone before
+    it got them are skipped and announced with `dropped`, so every gap in its seqs
+    is accounted for."""
+    import gc
+    import weakref
+
+    server = await make_server(simulate=True, imu_rate=50_000, history_mb=2, send_timeout=60, ping_interval=60)
+    key = server.hub.stream_by_id("sim/imu").key
+    st = server.hub._streams[key]
+    await eventually(lambda: st.history_bytes > 1.5 * 2**20)
+    first = weakref.ref(st.history[0])
+    snapshot_last = st.history[-1].seq
+    stream, rest = await raw_handshake(server.port, rcvbuf=4096)
+    reader = FrameReader(stream, rest)
+    await stream.send_all(masked_frame(json.dumps({"type": "subscribe", "streams": ["sim/imu"], "history_s": 60}).encode()))
+    # Not reading: the replay stalls, and the hub's history moves past all of it.
+    await eventually(lambda: st.history[0].seq > snapshot_last, timeout=20)
+    gc.collect()
+    assert first() is None  # not kept alive for the stalled reader
+    replayed = dropped = live = 0
+    expected = pending = None
+    with trio.fail_after(20):
+        while live < 5:
+            kind, m = await reader.message()
+            if kind == "text":
+                if m["type"] == "dropped":
+                    assert m["key"] == key
+                    pending = (pending or 0) + m["batches"]
+                    dropped += m["batches"]
+                continue
+            if expected is not None:
+                assert m["seq"] - expected == (pending or 0), (m["seq"], expected, pending)  # every gap announced
+            expected, pending = m["seq"] + 1, None
+            if m["flags"] & 1:
+                replayed += 1
+            else:
+                live += 1
+    assert replayed > 0 and dropped > 0
+    await stream.aclose()

@@ -38,6 +38,7 @@ import os
 import secrets
 import struct
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 import trio
@@ -469,12 +470,22 @@ class Keeper:
 
 
 class _History:
-    """Replayed frames for one subscribe: sent in order, never dropped (the hub caps history)."""
+    """Replayed frames for one subscribe, sent in order, held weakly: (key, ref).
+
+    A client that reads its history more slowly than the hub's history moves on
+    would otherwise keep its whole snapshot alive, frames the hub has let go of
+    included: up to the history cap per such client. Held weakly, a frame lives
+    as long as the hub (or a live queue) keeps it; one that is gone by the time
+    the sender reaches it is skipped and announced as `dropped`."""
 
     __slots__ = ("frames",)
 
-    def __init__(self, frames: list[Frame]):
+    def __init__(self, frames: list[tuple[int, weakref.ref[Frame]]]):
         self.frames = frames
+
+    @classmethod
+    def of(cls, frames: list[Frame]) -> "_History":
+        return cls([(f.key, weakref.ref(f)) for f in frames])
 
 
 class CloseSession(Exception):
@@ -716,7 +727,7 @@ class ClientSession:
                 if history:
                     # Same synchronous step as the subscribe: nothing can be
                     # published in between, so history meets live exactly.
-                    self._queue().append(_History(history))
+                    self._queue().append(_History.of(history))
                     self._kick()
             elif isinstance(req, protocol.Unsubscribe):
                 try:
@@ -757,7 +768,7 @@ class ClientSession:
             if type(item) is Frame and item.key in gone:
                 self.n_data -= 1
             elif type(item) is _History:
-                frames = [f for f in item.frames if f.key not in gone]
+                frames = [(k, r) for k, r in item.frames if k not in gone]
                 if frames:
                     kept.append(_History(frames))
             else:
@@ -912,11 +923,23 @@ class ClientSession:
     async def _send_text(self, text: str) -> None:
         await self._timed_write(self.ws.send_message, text)
 
-    async def _send_history(self, frames: list[Frame]) -> None:
+    async def _send_history(self, frames: list[tuple[int, weakref.ref[Frame]]]) -> None:
         parts: list[bytes] = []
         size = 0
-        for f in frames:
+        lost: dict[int, int] = {}
+        for key, ref in frames:
+            f = ref()
+            if f is None:  # the hub's history moved past it first (see _History)
+                lost[key] = lost.get(key, 0) + 1
+                continue
             w = ws_binary_frame(protocol.mark_replayed(f.payload))
+            del f
+            if lost:  # announced before the next frame, as for a full queue
+                if parts:
+                    await self._send_bytes(b"".join(parts), len(parts))
+                    parts, size = [], 0
+                await self._announce_lost(lost)
+                lost = {}
             parts.append(w)
             size += len(w)
             if size >= MAX_WRITE:
@@ -924,3 +947,10 @@ class ClientSession:
                 parts, size = [], 0
         if parts:
             await self._send_bytes(b"".join(parts), len(parts))
+        if lost:
+            await self._announce_lost(lost)
+
+    async def _announce_lost(self, lost: dict[int, int]) -> None:
+        for key, n in lost.items():
+            self.stats.dropped_batches_total += n
+            await self._send_text(protocol.dropped(key, n))
