@@ -897,8 +897,7 @@ class ClientSession:
         q = self.queue
         if self.dropped:
             pending, self.dropped = self.dropped, {}
-            for key, n in pending.items():
-                await self._send_text(protocol.dropped(key, n))
+            await self._send_drop_notices(pending)
             return
         item = q.popleft()
         kind = type(item)
@@ -931,6 +930,7 @@ class ClientSession:
             f = ref()
             if f is None:  # the hub's history moved past it first (see _History)
                 lost[key] = lost.get(key, 0) + 1
+                self.stats.dropped_batches_total += 1
                 continue
             w = ws_binary_frame(protocol.mark_replayed(f.payload))
             del f
@@ -938,7 +938,7 @@ class ClientSession:
                 if parts:
                     await self._send_bytes(b"".join(parts), len(parts))
                     parts, size = [], 0
-                await self._announce_lost(lost)
+                await self._send_drop_notices(lost)
                 lost = {}
             parts.append(w)
             size += len(w)
@@ -948,9 +948,8 @@ class ClientSession:
         if parts:
             await self._send_bytes(b"".join(parts), len(parts))
         if lost:
-            await self._announce_lost(lost)
+            await self._send_drop_notices(lost)
 
-    async def _announce_lost(self, lost: dict[int, int]) -> None:
-        for key, n in lost.items():
-            self.stats.dropped_batches_total += n
+    async def _send_drop_notices(self, counts: dict[int, int]) -> None:
+        for key, n in counts.items():
             await self._send_text(protocol.dropped(key, n))
