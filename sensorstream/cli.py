@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ping-timeout", type=float, default=d.ping_timeout, help="close a client whose pong is this late")
     g.add_argument("--send-timeout", type=float, default=d.send_timeout, help="close a client whose write blocks this long")
     g.add_argument("--heartbeat", type=float, default=d.heartbeat_s, help="heartbeat message interval on idle connections")
-    g.add_argument("--queue-batches", type=int, default=d.queue_batches, help="per-client queue; oldest batches dropped beyond it")
+    g.add_argument("--queue-batches", type=_pos_int, default=d.queue_batches, help="per-client queue; oldest batches dropped beyond it")
+    g.add_argument("--queue-mb", type=_pos_float, default=d.queue_mb, help="per-client queue in MiB; oldest batches dropped beyond it")
     g.add_argument("--queue-control", type=_pos_int, default=d.queue_control, help="close a client with this many unsent control messages")
     g.add_argument("--close-timeout", type=_pos_float, default=d.close_timeout, help="seconds a polite close handshake may take")
     g = s.add_argument_group("limits (docs/configuration.md)")
@@ -132,7 +133,7 @@ def config_from_args(a: argparse.Namespace) -> ServerConfig:
         simulate_wide=a.simulate_wide,
         window_s=a.window_ms / 1000, max_batch_samples=a.max_batch, history_s=a.history_s, history_mb=a.history_mb,
         ping_interval=a.ping_interval, ping_timeout=a.ping_timeout, send_timeout=a.send_timeout,
-        heartbeat_s=a.heartbeat, queue_batches=a.queue_batches, queue_control=a.queue_control, close_timeout=a.close_timeout,
+        heartbeat_s=a.heartbeat, queue_batches=a.queue_batches, queue_mb=a.queue_mb, queue_control=a.queue_control, close_timeout=a.close_timeout,
         token=a.token or None, allow_origins=list(a.allow_origin), insecure=a.insecure, certfile=a.certfile, keyfile=a.keyfile,
         dashboard_dir=a.dashboard_dir, max_connections=a.max_connections, max_connections_per_client=a.max_connections_per_client,
         handshake_timeout=a.handshake_timeout, max_head_bytes=a.max_head_bytes, max_message_bytes=a.max_message_bytes,

@@ -27,6 +27,7 @@ class ServerConfig:
     send_timeout: float = 10.0
     heartbeat_s: float = 2.0
     queue_batches: int = 256  # per client; oldest data dropped beyond this
+    queue_mb: float = 16.0  # per client, the same in bytes (for streams of big batches)
     queue_control: int = 1024  # per client; a client this far behind on control messages is closed
     close_timeout: float = 1.0  # how long a polite close handshake may take
     # HTTP front door

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import trio
 
 from sensorstream.client import open_client
@@ -13,8 +14,11 @@ from .conftest import eventually
 from .wire import FrameReader, masked_frame, raw_handshake
 
 
-async def test_slow_reader_gets_dropped_message_matching_the_seq_gap(make_server):
-    server = await make_server(simulate=True, imu_rate=20_000, queue_batches=4, send_timeout=30, ping_interval=60)
+@pytest.mark.parametrize("limit", [{"queue_batches": 4}, {"queue_batches": 10_000, "queue_mb": 0.15}],
+                         ids=["batches", "bytes"])
+async def test_slow_reader_gets_dropped_message_matching_the_seq_gap(make_server, limit):
+    """Either limit of the queue (frames, or bytes: ~5 of these 32 KiB batches)."""
+    server = await make_server(simulate=True, imu_rate=20_000, send_timeout=30, ping_interval=60, **limit)
     stream, rest = await raw_handshake(server.port, rcvbuf=4096)
     reader = FrameReader(stream, rest)
     await stream.send_all(masked_frame(json.dumps({"type": "subscribe", "streams": ["sim/imu"]}).encode()))
@@ -22,6 +26,10 @@ async def test_slow_reader_gets_dropped_message_matching_the_seq_gap(make_server
     while (await reader.message())[0] != "batch":
         pass
     await eventually(lambda: server.stats.dropped_batches_total >= 10, timeout=20)
+    (session,) = server.sessions
+    assert 0 < session.n_data <= server.cfg.queue_batches
+    assert session.n_bytes == sum(len(f.payload) for f in session.queue if hasattr(f, "payload"))
+    assert session.n_bytes <= server.cfg.queue_mb * 2**20
     seqs, dropped = [], 0
     with trio.fail_after(20):
         while True:

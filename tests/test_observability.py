@@ -143,6 +143,18 @@ def test_unhealthy_after_flag():
     assert config_from_args(a).unhealthy_after_s == 7.5
 
 
+def test_queue_limit_flags(tmp_path, capsys):
+    a = parse_serve_args(build_parser(), ["serve", "--queue-mb", "2.5", "--queue-batches", "64"])
+    cfg = config_from_args(a)
+    assert (cfg.queue_mb, cfg.queue_batches) == (2.5, 64)
+    f = tmp_path / "s.toml"
+    f.write_text("queue_mb = 4\n")
+    assert config_from_args(parse_serve_args(build_parser(), ["serve", "--config", str(f)])).queue_mb == 4
+    for bad in (["--queue-mb", "0"], ["--queue-batches", "-1"]):
+        with pytest.raises(SystemExit):
+            parse_serve_args(build_parser(), ["serve", *bad])
+
+
 # ----------------------------------------------------------------- logging
 
 

@@ -63,6 +63,7 @@ class Server:
         self.ssl_context = ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None
         self.hub = hub or LocalHub(HubLimits(history_s=cfg.history_s, history_bytes=int(cfg.history_mb * 1024 * 1024)))
         self.stats = ServerStats()
+        self.queue_bytes = int(cfg.queue_mb * 1024 * 1024)  # per client (ClientSession.deliver)
         self.started_wall = time.time()
         self.static = StaticFiles(Path(cfg.dashboard_dir) if cfg.dashboard_dir else dashboard_dir())
         self.registry = make_registry(self)

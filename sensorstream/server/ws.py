@@ -21,8 +21,9 @@ task costs memory and a timer costs wake-ups; with thousands of clients those
 were most of the server's idle CPU and a third of its memory.
 
 The hub calls `deliver`/`notify` synchronously. When a client's queue holds
-more than `queue_batches` data frames the oldest is dropped and counted, and
-the client gets a `dropped` message before its next data. Control messages are
+more than `queue_batches` data frames, or more than `queue_mb` of them, the
+oldest are dropped and counted, and the client gets a `dropped` message before
+its next data. Control messages are
 never dropped: a client that lets `queue_control` of them pile up is closed as
 too slow.
 """
@@ -506,7 +507,7 @@ class ClientSession:
     at all besides that one, and no timer: the keeper pings it."""
 
     # Slots: thousands of these live at once, and a __dict__ costs more than the rest.
-    __slots__ = ("server", "cfg", "hub", "stats", "ws", "peer", "id", "queue", "n_data", "n_control", "dropped",
+    __slots__ = ("server", "cfg", "hub", "stats", "ws", "peer", "id", "queue", "n_data", "n_bytes", "n_control", "dropped",
                  "subscriptions", "overflowed", "abort", "ended", "close_reason", "close_code", "frames_sent",
                  "last_write", "_direct", "_nursery", "_scope", "_sender_scope", "_sender_running", "_wake", "_bucket", "_refused_in_a_row",
                  "_ping_due", "_pong", "_pong_deadline", "_ping_owed", "_beat_owed", "__weakref__")
@@ -522,6 +523,7 @@ class ClientSession:
         # Most clients never need a queue (see DirectWriter): it is made on first use.
         self.queue: collections.deque[Frame | str | _History] | tuple = ()
         self.n_data = 0
+        self.n_bytes = 0  # payload bytes of the queued data frames
         self.n_control = 0
         self.dropped: dict[int, int] = {}
         self.subscriptions: set[str] = set()
@@ -582,7 +584,8 @@ class ClientSession:
                 return
         self._queue().append(frame)
         self.n_data += 1
-        if self.n_data > self.cfg.queue_batches:
+        self.n_bytes += len(frame.payload)
+        if self.n_data > self.cfg.queue_batches or self.n_bytes > self.server.queue_bytes:
             self._drop_oldest()
         self._kick()
 
@@ -617,14 +620,21 @@ class ClientSession:
         self._kick()
 
     def _drop_oldest(self) -> None:
+        """Drop the oldest queued data frames until the queue is within both of its
+        limits; the newest frame always stays."""
         q = self.queue
-        for i, item in enumerate(q):
-            if type(item) is Frame:
-                del q[i]
-                self.n_data -= 1
-                self.dropped[item.key] = self.dropped.get(item.key, 0) + 1
-                self.stats.dropped_batches_total += 1
-                return
+        limit, cap = self.cfg.queue_batches, self.server.queue_bytes
+        i = 0
+        while (self.n_data > limit or self.n_bytes > cap) and self.n_data > 1 and i < len(q):
+            item = q[i]
+            if type(item) is not Frame:
+                i += 1
+                continue
+            del q[i]
+            self.n_data -= 1
+            self.n_bytes -= len(item.payload)
+            self.dropped[item.key] = self.dropped.get(item.key, 0) + 1
+            self.stats.dropped_batches_total += 1
 
     def stop(self, reason: str, code: int) -> None:
         self.close_reason, self.close_code = reason, code
@@ -767,6 +777,7 @@ class ClientSession:
         for item in self.queue:
             if type(item) is Frame and item.key in gone:
                 self.n_data -= 1
+                self.n_bytes -= len(item.payload)
             elif type(item) is _History:
                 frames = [(k, r) for k, r in item.frames if k not in gone]
                 if frames:
@@ -903,12 +914,14 @@ class ClientSession:
         kind = type(item)
         if kind is Frame:
             self.n_data -= 1
+            self.n_bytes -= len(item.payload)
             parts = [wire_of(item)]
             size = len(parts[0])
             # Coalesce what is queued behind it: one write, one syscall.
             while q and type(q[0]) is Frame and size < MAX_WRITE:
                 f = q.popleft()
                 self.n_data -= 1
+                self.n_bytes -= len(f.payload)
                 w = wire_of(f)
                 parts.append(w)
                 size += len(w)
