@@ -21,6 +21,7 @@ from sensorstream.cli import build_parser, config_from_args, main, parse_serve_a
 from sensorstream.config import ServerConfig
 from sensorstream.protocol import Channel
 
+from .conftest import eventually
 from .httpraw import exchange, get, status_of
 from .wire import connect, upgrade_request
 
@@ -102,8 +103,7 @@ async def test_client_close_codes_cannot_add_metric_series(make_server, nursery)
         await c.ws.aclose(code=code)
     with trio.fail_after(5):
         await server.wait_sessions(lambda s: not s)
-        while sum(server.stats.closed.values()) < 41:
-            await trio.sleep(0.01)
+    await eventually(lambda: sum(server.stats.closed.values()) == 41)
     assert server.stats.closed == {"3xxx": 20, "4xxx": 20, 1000: 1}
     fams = _families((await exchange(port, get("/metrics", port))).partition(b"\r\n\r\n")[2])
     assert len(fams["sensorstream_ws_closed"]) == 3

@@ -23,6 +23,7 @@ import trio
 from sensorstream import cobs
 from sensorstream.sources.serial import COALESCE_BELOW, SerialSpec, load_device_profile, match_port, run_serial, spec_from_arg
 
+from .conftest import eventually
 from .wire import connect
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -395,13 +396,9 @@ async def test_a_failing_source_ends_alone_logged_and_counted(nursery, pty, capl
     await c.recv_batch()
     dev = server.hub.stream_by_id("dev/test")
     pty.write(b"\na:1 b:2 c:3 d:4 e:5 f:6\n")
-    with trio.fail_after(10):
-        while server.hub.stream_by_id("dev/test").status != "live" or not server.hub.stats(dev.key).batches:
-            await trio.sleep(0.01)
+    await eventually(lambda: server.hub.stream_by_id("dev/test").status == "live" and server.hub.stats(dev.key).batches, timeout=10)
     pty.write(b"a:1 b:2 c:3 d:4 e:5 f:6 g:7\n")  # a 7th channel: the hub refuses it
-    with trio.fail_after(10):
-        while not server.stats.source_failures_total:
-            await trio.sleep(0.01)
+    await eventually(lambda: server.stats.source_failures_total, timeout=10)
     assert server.stats.source_failures_total == 1
     assert server.hub.stream_by_id("dev/test").status == "disconnected"
     assert any(getattr(r, "event", None) == "source_failed" and r.exc_info for r in caplog.records)
