@@ -64,7 +64,7 @@ def queues(server: Server) -> tuple[int, int]:
                 sndq += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
             except OSError:
                 pass
-        queued += sum(len(f.payload) for f in s.queue if hasattr(f, "payload"))
+        queued += s.n_bytes  # the session keeps the count of its queued data bytes
     return sndq, queued
 
 

@@ -42,12 +42,19 @@ class ServerStats:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def close(self, code: int) -> None:
-        code = int(code)  # wsproto hands out CloseReason enums
-        # The client picks its close code, and 3000-4999 are free for applications:
-        # kept as is, each would be a metric series for ever. Known codes stay
-        # themselves; the application ranges share one label each.
-        key: int | str = code if 1000 <= code <= 1015 else "3xxx" if 3000 <= code <= 3999 else "4xxx" if 4000 <= code <= 4999 else "other"
+        key = _close_label(int(code))  # wsproto hands out CloseReason enums
         self.closed[key] = self.closed.get(key, 0) + 1
+
+
+def _close_label(code: int) -> int | str:
+    """The client picks its close code, and 3000-4999 are free for applications:
+    kept as is, each would be a metric series for ever. Known codes stay
+    themselves; the application ranges share one label each."""
+    if 1000 <= code <= 1015:
+        return code
+    if 3000 <= code <= 4999:
+        return f"{code // 1000}xxx"
+    return "other"
 
 
 _HELP = {
