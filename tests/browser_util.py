@@ -367,7 +367,9 @@ def _fake_main(argv: list[str]) -> int:  # pragma: no cover - a dev tool, exerci
                 fr = s.make(now)
                 if fr is None:
                     continue
-                if a.skip_every and s.key in (1, 4) and n % a.skip_every == 0:
+                # Counted per stream, not per tick: sim/env (10 Hz) has a frame only
+                # every other 50 ms tick, so a tick count could never land on one.
+                if a.skip_every and s.key in (1, 4) and s.seq % a.skip_every == 0:
                     continue  # lost on the way: seq jump only
                 drop = a.dropped_every and s.key == 3 and n % a.dropped_every == 0
                 for cl in clients:
