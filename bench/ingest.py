@@ -7,7 +7,7 @@
 Each format (csv, labels, json: 6 channels of "%.4f"-style numbers; cobs: the
 ``<Iffffff`` IMU record) is fed to its parser in chunks of 4 KiB (a typical serial
 read) and 64 KiB (what a reader that fell behind gets), and through the parser and
-``sensorstream.batching.Batcher`` together. Next to each, measured in the same run
+``sensorstream.ingest.batching.Batcher`` together. Next to each, measured in the same run
 on the same bytes, a straightforward line-by-line reference (``float()`` per field,
 ``json.loads`` per line, one COBS decode + ``struct.unpack`` per record) that
 produces the same (C, N) float32 array. Figures are best-of-repeats throughput on a
@@ -33,8 +33,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sensorstream import cobs
-from sensorstream.parsing import BinaryRecordParser, LineParser
+from sensorstream.ingest import cobs
+from sensorstream.ingest.parsing import BinaryRecordParser, LineParser
 
 CHANNELS = ["ax", "ay", "az", "gx", "gy", "gz"]
 RECORD = "<Iffffff"
@@ -120,7 +120,7 @@ def _through_parser(fmt: str, data: bytes, chunk: int, batch: bool) -> Callable[
     batcher_cls = None
     if batch:
         try:
-            from sensorstream.batching import Batcher as batcher_cls  # noqa: N813
+            from sensorstream.ingest.batching import Batcher as batcher_cls  # noqa: N813
         except ImportError:
             return lambda: -1
 

@@ -2,7 +2,7 @@
 
 The package reads as a pipeline, one module per stage:
 
-    sources/  ->  parsing  ->  batching  ->  hub  ->  server/  ->  client
+    sources/  ->  ingest/ (parsing, batching, feed)  ->  hub  ->  server/  ->  client
 """
 
 __version__ = "0.1.0"

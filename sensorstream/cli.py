@@ -147,8 +147,7 @@ def config_from_args(a: argparse.Namespace) -> ServerConfig:
 async def serve(cfg: ServerConfig) -> None:
     from .server.app import Server
 
-    server = Server(cfg)
-    serial_cli.add_sources(server, cfg)
+    server = Server(cfg)  # sets up every source (sources/setup.py)
     # Signals are handled as events, not KeyboardInterrupt, so shutdown is an
     # ordinary code path: close clients with 1001, stop sources, exit 0.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sensorstream.batching import Batcher
+from sensorstream.ingest.batching import Batcher
 
 
 def block(t0, n, c=2):

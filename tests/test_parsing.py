@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensorstream import cobs
-from sensorstream.parsing import (
+from sensorstream.ingest import cobs
+from sensorstream.ingest.parsing import (
     CSV_RELAYOUT_AFTER,
     CSV_UNIFORM_LINES,
     SMALL_BYTES,
@@ -21,7 +21,7 @@ from sensorstream.parsing import (
     MAX_REJECTED_LABELS,
     LineParser,
     ParseCounters,
-    _numbers,
+    scan_numbers,
     make_parser,
     profile_units,
     record_dtype,
@@ -311,7 +311,7 @@ def test_numbers_match_float_exactly(n_tokens):
     lines = [" ".join(toks[i : i + 7]) for i in range(0, len(toks), 7)]
     buf = "\n".join(lines).encode()
     assert (len(buf) < SMALL_BYTES) == (n_tokens == 40)
-    values, invalid, line_of = _numbers(buf)
+    values, invalid, line_of = scan_numbers(buf)
     assert not invalid.any()
     expected = [float(t) for t in toks]
     assert same(values, expected, np.float64)
@@ -322,7 +322,7 @@ def test_numbers_match_float_exactly(n_tokens):
 @pytest.mark.parametrize("pad", [0, SMALL_BYTES])
 @pytest.mark.parametrize("tok", ["-", "+", ".", "+-1", "1-", "1.2.3", "--1", "e5", "1e", "abc", "\x00", "1\x002", "١٢", "1.-2", "-1.2.", "."*9, "1"*16])
 def test_numbers_reject_what_float_rejects(tok, pad):
-    values, invalid, _ = _numbers(tok.encode() + b" 1" * (1 + pad // 2))
+    values, invalid, _ = scan_numbers(tok.encode() + b" 1" * (1 + pad // 2))
     assert not invalid[1:].any()
     try:
         ref = float(tok.encode())
@@ -394,7 +394,7 @@ def test_ever_new_rejected_labels_do_not_grow_the_parser(fmt):
     assert p.channel_names == ["a", "b"]
     np.testing.assert_array_equal(out.values, np.array([np.arange(n), -np.arange(n)], np.float32))
     assert p.counters.labels_rejected == n and p.counters.lines_ok == n
-    assert len(p._index) <= 2 + MAX_REJECTED_LABELS
+    assert len(p._channels.index) <= 2 + MAX_REJECTED_LABELS
     # A line of known labels that includes a label forgotten meanwhile still parses.
     out = p.feed(b"a:1 b:2 id0:3\n" if fmt == "labels" else b'{"a": 1, "b": 2, "id0": 3}\n', 2.0)
     np.testing.assert_array_equal(out.values[:, 0], [1, 2])

@@ -15,8 +15,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensorstream import cobs
-from sensorstream.parsing import BinaryRecordParser, LineParser
+from sensorstream.ingest import cobs
+from sensorstream.ingest.parsing import BinaryRecordParser, LineParser
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

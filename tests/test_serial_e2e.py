@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import trio
 
-from sensorstream import cobs
+from sensorstream.ingest import cobs
 from sensorstream.sources.serial import COALESCE_BELOW, SerialSpec, load_device_profile, match_port, run_serial, spec_from_arg
 
 from .conftest import eventually

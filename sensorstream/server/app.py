@@ -21,7 +21,7 @@ import logging
 import struct
 import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Callable
 
 import trio
 import trio_websocket
@@ -31,14 +31,13 @@ from wsproto.connection import ConnectionState
 from ..config import ServerConfig
 from ..hub import Hub, HubLimits, LocalHub
 from ..metrics import ServerStats, make_registry, render
-from ..sources.simulator import default_profiles, run_simulator, wide_profile
+from ..sources.setup import Source
+from ..sources.setup import from_config as sources_from_config
 from .http import StaticFiles, dashboard_dir, handle_http
 from .security import AddressCounts, check_bind, ssl_context
 from .ws import ClientSession, Keeper
 
 log = logging.getLogger(__name__)
-
-Source = Callable[[], Awaitable[None]]
 
 
 def _peer(stream: trio.abc.Stream) -> tuple[str, str]:
@@ -79,33 +78,13 @@ class Server:
         self._listen_scope = trio.CancelScope()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._add_simulators()
+        for source in sources_from_config(self.hub, cfg):
+            self.add_source(source)
 
     # ------------------------------------------------------------------ sources
 
     def add_source(self, source: Source) -> None:
         self.sources.append(source)
-
-    def _add_simulators(self) -> None:
-        cfg = self.cfg
-        profiles = default_profiles()
-        sim = functools.partial(run_simulator, self.hub, seed=cfg.seed, window_s=cfg.window_s, max_samples=cfg.max_batch_samples)
-        for p in profiles if cfg.simulate else ():
-            if cfg.imu_rate and p.id == "sim/imu":
-                p = p.with_rate(cfg.imu_rate)
-            self.add_source(functools.partial(sim, p))
-        if cfg.simulate_wide:
-            channels, rate = cfg.simulate_wide
-            self.add_source(functools.partial(sim, wide_profile(channels, rate)))
-        for stream_id, delay in cfg.simulate_late:
-            # A stream that appears while clients are connected (demos, dashboard tests).
-            late = profiles[0].with_id(stream_id)
-
-            async def later(late=late, delay=delay):
-                await trio.sleep(delay)
-                await sim(late)
-
-            self.add_source(later)
 
     # ------------------------------------------------------------------ lifecycle
 

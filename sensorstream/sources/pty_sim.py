@@ -16,7 +16,7 @@ import tty
 import numpy as np
 import trio
 
-from .. import cobs
+from ..ingest import cobs
 from .simulator import Pacer, SignalModel, SimProfile
 
 FORMATS = ("labels", "csv", "json", "cobs")

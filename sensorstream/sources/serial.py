@@ -3,7 +3,7 @@
 One `run_serial` task per port. It opens the port (a path, a pyserial URL such
 as `socket://host:port`, `rfc2217://host:port` or `loop://`, or whatever port
 matches the profile's VID:PID / serial number), feeds what it reads to the
-sans-I/O parser (parsing.py) and the parsed samples to a StreamFeed.
+sans-I/O parser (ingest/parsing/) and the parsed samples to a StreamFeed.
 
 Reads never block the event loop: on POSIX the port's file descriptor is
 awaited with `trio.lowlevel.wait_readable`, and only then read; URL ports and
@@ -32,9 +32,9 @@ import serial.tools.list_ports
 import trio
 
 from ..hub import Hub
-from ..parsing import make_parser, profile_units
+from ..ingest.parsing import make_parser, profile_units
 from ..protocol import Channel
-from .feed import StreamFeed
+from ..ingest.feed import StreamFeed
 
 log = logging.getLogger(__name__)
 

@@ -39,26 +39,6 @@ def apply_args(cfg, args: argparse.Namespace) -> None:
     cfg.devices = list(args.device)
 
 
-def build_specs(cfg) -> list:
-    from .serial import load_device_profile, spec_from_arg
-
-    specs = [spec_from_arg(a, cfg.baud) for a in cfg.serial]
-    specs += [load_device_profile(p) for p in cfg.devices]
-    seen = set()
-    for s in specs:
-        if s.stream_id in seen:
-            raise SystemExit(f"sensorstream: two serial sources would both be stream {s.stream_id!r}")
-        seen.add(s.stream_id)
-    return specs
-
-
-def add_sources(server, cfg) -> None:
-    from .serial import run_serial
-
-    for spec in build_specs(cfg):
-        server.add_source(functools.partial(run_serial, server.hub, spec, window_s=cfg.window_s, max_samples=cfg.max_batch_samples))
-
-
 def run_subcommand(args: argparse.Namespace) -> int | None:
     if args.command == "ports":
         from .serial import list_ports

@@ -26,7 +26,7 @@ import trio
 
 from ..hub import Hub
 from ..protocol import Channel
-from .feed import StreamFeed
+from ..ingest.feed import StreamFeed
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 import trio
 
-from ..batching import Batcher, SampleBatch
+from .batching import Batcher, SampleBatch
 from ..hub import Hub
 from ..protocol import Channel, StreamInfo
 

@@ -1,0 +1,70 @@
+"""Every source the server runs, set up in one place from its settings.
+
+``from_config(hub, cfg)`` returns one task per source: the built-in simulators
+(``--simulate``, ``--simulate-wide``, ``--simulate-late``) and the serial devices
+(``--serial``, ``--device``). The server runs each in its own nursery slot
+(``Server.run``), so a source that fails ends alone.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Awaitable, Callable
+
+import trio
+
+from ..config import ServerConfig
+from ..hub import Hub
+from .simulator import default_profiles, run_simulator, wide_profile
+
+Source = Callable[[], Awaitable[None]]
+
+
+def from_config(hub: Hub, cfg: ServerConfig) -> list[Source]:
+    return simulators(hub, cfg) + serial_ports(hub, cfg)
+
+
+def simulators(hub: Hub, cfg: ServerConfig) -> list[Source]:
+    out: list[Source] = []
+    profiles = default_profiles()
+    sim = functools.partial(run_simulator, hub, seed=cfg.seed, window_s=cfg.window_s, max_samples=cfg.max_batch_samples)
+    for p in profiles if cfg.simulate else ():
+        if cfg.imu_rate and p.id == "sim/imu":
+            p = p.with_rate(cfg.imu_rate)
+        out.append(functools.partial(sim, p))
+    if cfg.simulate_wide:
+        channels, rate = cfg.simulate_wide
+        out.append(functools.partial(sim, wide_profile(channels, rate)))
+    for stream_id, delay in cfg.simulate_late:
+        # A stream that appears while clients are connected (demos, dashboard tests).
+        late = profiles[0].with_id(stream_id)
+
+        async def later(late=late, delay=delay):
+            await trio.sleep(delay)
+            await sim(late)
+
+        out.append(later)
+    return out
+
+
+def serial_specs(cfg: ServerConfig) -> list:
+    """The SerialSpec of every ``--serial`` port and ``--device`` profile; ids must differ."""
+    from .serial import load_device_profile, spec_from_arg
+
+    specs = [spec_from_arg(a, cfg.baud) for a in cfg.serial]
+    specs += [load_device_profile(p) for p in cfg.devices]
+    seen = set()
+    for s in specs:
+        if s.stream_id in seen:
+            raise SystemExit(f"sensorstream: two serial sources would both be stream {s.stream_id!r}")
+        seen.add(s.stream_id)
+    return specs
+
+
+def serial_ports(hub: Hub, cfg: ServerConfig) -> list[Source]:
+    if not (cfg.serial or cfg.devices):
+        return []
+    from .serial import run_serial
+
+    return [functools.partial(run_serial, hub, spec, window_s=cfg.window_s, max_samples=cfg.max_batch_samples)
+            for spec in serial_specs(cfg)]
