@@ -53,6 +53,16 @@ _pos_int, _pos_float = _positive(int), _positive(float)
 TOKEN_ENV = "SENSORSTREAM_TOKEN"
 
 
+def _webhook_url(text: str) -> str:
+    from .alerts.webhook import WebhookURLError, parse_url
+
+    try:
+        parse_url(text)
+    except WebhookURLError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sensorstream", description="Live sensor data from devices to the browser.")
     p.add_argument("--version", action="version", version=f"sensorstream {__version__}")
@@ -109,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--control-burst", type=_pos_int, default=d.control_burst,
                    help="control messages at once per connection; this many refused in a row closes it with 1008")
     g.add_argument("--max-subscriptions", type=_pos_int, default=d.max_subscriptions, help="stream patterns one connection may hold")
+    g = s.add_argument_group("alerts (docs/alerts.md)")
+    g.add_argument("--alert-webhook", type=_webhook_url, default=None, metavar="URL",
+                   help="POST every alert transition (firing/resolved) as JSON to this http(s) URL; limits come from "
+                        "[[alerts]] in device profiles and in --config")
     g = s.add_argument_group("health and logging")
     g.add_argument("--unhealthy-after", type=_pos_float, default=d.unhealthy_after_s,
                    help="/healthz answers 503 once a stream has been disconnected this many seconds")
@@ -139,6 +153,7 @@ def config_from_args(a: argparse.Namespace) -> ServerConfig:
         handshake_timeout=a.handshake_timeout, max_head_bytes=a.max_head_bytes, max_message_bytes=a.max_message_bytes,
         control_rate=a.control_rate, control_burst=a.control_burst, max_subscriptions=a.max_subscriptions,
         unhealthy_after_s=a.unhealthy_after, log_level=a.log_level, log_format=a.log_format,
+        alerts=list(getattr(a, "alerts", [])), alert_webhook=a.alert_webhook,
     )
     serial_cli.apply_args(cfg, a)
     return cfg
@@ -267,6 +282,14 @@ def config_file_defaults(serve_parser: argparse.ArgumentParser, path: str) -> di
         raise ConfigError(f"config file {path}: {e}") from None
     actions = {a.dest: a for a in serve_parser._actions if a.dest not in ("help", "config") and a.option_strings}
     out = {}
+    if "alerts" in data:
+        # [[alerts]] tables: limits (docs/alerts.md), not a flag.
+        from .alerts.rules import RuleError, parse_rules
+
+        try:
+            out["alerts"] = parse_rules(data.pop("alerts"), f"config file {path}")
+        except RuleError as e:
+            raise ConfigError(str(e)) from None
     for key, value in data.items():
         dest = key.replace("-", "_")
         action = actions.get(dest)

@@ -54,3 +54,6 @@ class ServerConfig:
     baud: int = 115200
     devices: list[str] = field(default_factory=list)  # device profile TOML paths
     dashboard_dir: str | None = None
+    # Alerts (docs/alerts.md): [[alerts]] of --config (profiles bring their own), and where to POST transitions
+    alerts: list = field(default_factory=list)  # AlertRule
+    alert_webhook: str | None = None

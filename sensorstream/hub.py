@@ -68,6 +68,17 @@ class Subscriber(TypingProtocol):
     def notify(self, text: str) -> None: ...
 
 
+class Observer(TypingProtocol):
+    """Something that watches every stream without subscribing (alerts). Called
+    synchronously like a subscriber: must return at once."""
+
+    def on_stream(self, info: StreamInfo) -> None: ...
+
+    def on_removed(self, key: int) -> None: ...
+
+    def on_batch(self, info: StreamInfo, timestamps: np.ndarray, values: np.ndarray) -> None: ...
+
+
 class HubError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -117,6 +128,16 @@ class Hub(abc.ABC):
     @abc.abstractmethod
     def next_seq(self, key: int) -> int:
         """The seq a (re)starting source should use next, so seq keeps increasing across replugs."""
+
+    # Observers see every stream's changes and batches (after the fan-out).
+    observers: tuple[Observer, ...] = ()
+
+    def add_observer(self, obs: Observer) -> None:
+        self.observers = (*self.observers, obs)
+
+    def notify_subscribers(self, key: int, text: str) -> None:
+        """Send a control message to the subscribers of one stream (alerts)."""
+        raise NotImplementedError
 
     # --- transport side
     @abc.abstractmethod
@@ -211,6 +232,8 @@ class LocalHub(Hub):
                 st.subs.add(sub)
         st.fanout = tuple(st.subs)
         self._announce(protocol.stream_msg(st.info))
+        for obs in self.observers:
+            obs.on_stream(st.info)
         log.info("stream added: %s (key %d, %d channels)", id, key, len(channels))
         return st.info
 
@@ -228,6 +251,8 @@ class LocalHub(Hub):
         if info != st.info:
             st.info = info
             self._announce(protocol.stream_msg(info))
+            for obs in self.observers:
+                obs.on_stream(info)
         return info
 
     def remove_stream(self, key: int) -> None:
@@ -236,6 +261,8 @@ class LocalHub(Hub):
             return
         del self._by_id[st.info.id]
         self._announce(protocol.stream_removed(key))
+        for obs in self.observers:
+            obs.on_removed(key)
 
     def publish(self, key: int, seq: int, timestamps: np.ndarray, values: np.ndarray) -> None:
         st = self._streams[key]
@@ -256,6 +283,13 @@ class LocalHub(Hub):
         stats.bytes_out += len(payload) * fan
         for sub in st.fanout:
             sub.deliver(frame)
+        for obs in self.observers:
+            obs.on_batch(st.info, timestamps, values)
+
+    def notify_subscribers(self, key: int, text: str) -> None:
+        st = self._streams.get(key)
+        for sub in st.fanout if st is not None else ():
+            sub.notify(text)
 
     def next_seq(self, key: int) -> int:
         return self._streams[key].next_seq

@@ -200,6 +200,13 @@ def dropped(key: int, batches: int) -> str:
     return _dumps({"type": "dropped", "key": key, "batches": batches})
 
 
+
+def alert(msg: dict[str, Any]) -> str:
+    """An alert transition (see sensorstream.alerts.Transition.to_json): `type`
+    "alert", stream `key`, `channel`, `state` firing|resolved, `severity`,
+    `value`, `t` (Unix s), `message`, plus `id`, `stream`, `above`, `below`."""
+    return _dumps(msg)
+
 # --------------------------------------------------------------------------- client -> server text
 
 

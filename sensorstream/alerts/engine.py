@@ -86,7 +86,8 @@ class _Instance:
 
 
 def _value(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
+    # Values are float32: 7 significant digits say all they hold (4.6, not 4.599999904632568).
+    return float(f"{v:.7g}") if math.isfinite(v) else None
 
 
 def _scan(t: np.ndarray, breach: np.ndarray, firing: bool, run_start: float | None,

@@ -28,10 +28,13 @@ import trio_websocket
 from trio_websocket import ConnectionClosed
 from wsproto.connection import ConnectionState
 
+from ..alerts.monitor import AlertCollector, AlertMonitor
+from ..alerts.webhook import Webhook
 from ..config import ServerConfig
 from ..hub import Hub, HubLimits, LocalHub
 from ..metrics import ServerStats, make_registry, render
 from ..sources.setup import Source
+from ..sources.setup import alert_rules
 from ..sources.setup import from_config as sources_from_config
 from .http import StaticFiles, dashboard_dir, handle_http
 from .security import AddressCounts, check_bind, ssl_context
@@ -66,6 +69,9 @@ class Server:
         self.started_wall = time.time()
         self.static = StaticFiles(Path(cfg.dashboard_dir) if cfg.dashboard_dir else dashboard_dir())
         self.registry = make_registry(self)
+        # Alerts watch every stream through the hub (docs/alerts.md): --config's rules and the profiles'.
+        self.alerts = AlertMonitor(self.hub, alert_rules(cfg), webhook=Webhook(cfg.alert_webhook) if cfg.alert_webhook else None)
+        self.registry.register(AlertCollector(self.alerts))
         self.sessions: set[ClientSession] = set()
         self.keeper = Keeper(cfg.ping_interval, cfg.ping_timeout, cfg.heartbeat_s)
         self.sources: list[Source] = []
@@ -112,6 +118,7 @@ class Server:
             self.port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(self._log_drops)
             nursery.start_soon(self.keeper.run)
+            nursery.start_soon(self.alerts.run)
             log.info("listening on %s://%s:%d/", "https" if self.ssl_context else "http", self.cfg.host, self.port,
                      extra={"event": "listening", "port": self.port, "tls": bool(self.ssl_context), "token": bool(self.cfg.token)})
             task_status.started(self.port)

@@ -734,6 +734,8 @@ class ClientSession:
                     raise protocol.ProtocolError(e.code, e.message, req.ref) from None
                 self.subscriptions.update(req.streams)
                 self._enqueue_control(protocol.subscribed(req.ref, keys))
+                for text in self.server.alerts.firing_messages(keys):
+                    self._enqueue_control(text)  # a late subscriber learns what is firing now
                 if history:
                     # Same synchronous step as the subscribe: nothing can be
                     # published in between, so history meets live exactly.

@@ -90,6 +90,13 @@ def spec_from_arg(arg: str, default_baud: int = 115200) -> SerialSpec:
     return SerialSpec(stream_id=f"serial/{_slug(name)}", path=path, baud=baud, device="serial")
 
 
+def alert_rules(doc: dict[str, Any], stream_id: str, where: str | os.PathLike) -> list:
+    """The profile's [[alerts]] for its stream (RuleError, a ValueError, says what is wrong)."""
+    from ..alerts.rules import parse_rules
+
+    return parse_rules(doc.get("alerts"), str(where), stream=stream_id)
+
+
 def load_device_profile(path: str | os.PathLike) -> SerialSpec:
     """A device profile (docs/devices.md) -> SerialSpec. Raises ValueError with the reason."""
     with open(path, "rb") as f:
@@ -101,6 +108,7 @@ def load_device_profile(path: str | os.PathLike) -> SerialSpec:
     make_parser(doc)  # validate the [format] and [[channels]] tables now, not at first data
     sid = stream.get("id") or f"serial/{_slug(Path(path).stem)}"
     rate = stream.get("rate_hz")
+    alert_rules(doc, str(sid), path)  # checked now, like the formats: a bad limit is a start-up error
     return SerialSpec(
         stream_id=str(sid),
         path=port.get("path"),

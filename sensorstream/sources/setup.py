@@ -15,7 +15,7 @@ import trio
 
 from ..config import ServerConfig
 from ..hub import Hub
-from .simulator import default_profiles, run_simulator, wide_profile
+from .simulator import SimProfile, default_profiles, run_simulator, wide_profile
 
 Source = Callable[[], Awaitable[None]]
 
@@ -24,20 +24,29 @@ def from_config(hub: Hub, cfg: ServerConfig) -> list[Source]:
     return simulators(hub, cfg) + serial_ports(hub, cfg)
 
 
-def simulators(hub: Hub, cfg: ServerConfig) -> list[Source]:
-    out: list[Source] = []
+def _sim_profiles(cfg: ServerConfig) -> list[tuple[SimProfile, float]]:
+    """The simulator profiles to run, each with its start delay."""
     profiles = default_profiles()
-    sim = functools.partial(run_simulator, hub, seed=cfg.seed, window_s=cfg.window_s, max_samples=cfg.max_batch_samples)
+    out = []
     for p in profiles if cfg.simulate else ():
         if cfg.imu_rate and p.id == "sim/imu":
             p = p.with_rate(cfg.imu_rate)
-        out.append(functools.partial(sim, p))
+        out.append((p, 0.0))
     if cfg.simulate_wide:
         channels, rate = cfg.simulate_wide
-        out.append(functools.partial(sim, wide_profile(channels, rate)))
-    for stream_id, delay in cfg.simulate_late:
-        # A stream that appears while clients are connected (demos, dashboard tests).
-        late = profiles[0].with_id(stream_id)
+        out.append((wide_profile(channels, rate), 0.0))
+    # A stream that appears while clients are connected (demos, dashboard tests).
+    out += [(profiles[0].with_id(stream_id), delay) for stream_id, delay in cfg.simulate_late]
+    return out
+
+
+def simulators(hub: Hub, cfg: ServerConfig) -> list[Source]:
+    out: list[Source] = []
+    sim = functools.partial(run_simulator, hub, seed=cfg.seed, window_s=cfg.window_s, max_samples=cfg.max_batch_samples)
+    for late, delay in _sim_profiles(cfg):
+        if not delay:
+            out.append(functools.partial(sim, late))
+            continue
 
         async def later(late=late, delay=delay):
             await trio.sleep(delay)
@@ -68,3 +77,17 @@ def serial_ports(hub: Hub, cfg: ServerConfig) -> list[Source]:
 
     return [functools.partial(run_serial, hub, spec, window_s=cfg.window_s, max_samples=cfg.max_batch_samples)
             for spec in serial_specs(cfg)]
+
+
+def alert_rules(cfg: ServerConfig) -> list:
+    """Every alert rule the server evaluates (docs/alerts.md): the config file's
+    `[[alerts]]`, and those of the profiles of the sources it runs."""
+    rules = list(cfg.alerts)
+    for p, _ in _sim_profiles(cfg):
+        rules += p.alerts
+    if cfg.serial or cfg.devices:
+        from .serial import alert_rules as profile_rules
+
+        for spec in serial_specs(cfg):
+            rules += profile_rules(spec.profile, spec.stream_id, spec.stream_id)
+    return rules

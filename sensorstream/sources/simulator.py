@@ -17,13 +17,14 @@ import logging
 import time
 import tomllib
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import trio
 
+from ..alerts.rules import AlertRule, parse_rules
 from ..hub import Hub
 from ..protocol import Channel
 from ..ingest.feed import StreamFeed
@@ -40,12 +41,13 @@ class SimProfile:
     rate_hz: float
     channels: tuple[Channel, ...]
     params: tuple[dict[str, float], ...]  # one signal description per channel
+    alerts: tuple[AlertRule, ...] = ()  # the profile's [[alerts]] (the server evaluates them)
 
     def with_rate(self, rate_hz: float) -> "SimProfile":
-        return SimProfile(self.id, self.device, float(rate_hz), self.channels, self.params)
+        return replace(self, rate_hz=float(rate_hz))
 
     def with_id(self, id: str) -> "SimProfile":
-        return SimProfile(id, self.device, self.rate_hz, self.channels, self.params)
+        return replace(self, id=id, alerts=tuple(replace(r, stream=id) for r in self.alerts))
 
 
 _SIGNAL_KEYS = ("base", "amplitude", "period_s", "phase", "drift", "noise", "spike_prob", "spike_size")
@@ -61,7 +63,9 @@ def parse_profile(doc: dict[str, Any]) -> SimProfile:
         raise ValueError("a simulator profile needs at least one [[channels]] entry")
     channels = tuple(Channel(str(c["name"]), str(c.get("unit", ""))) for c in chans)
     params = tuple({k: float(c.get(k, 0.0)) for k in _SIGNAL_KEYS} for c in chans)
-    return SimProfile(str(stream["id"]), str(stream.get("device", "")), rate, channels, params)
+    sid = str(stream["id"])
+    alerts = tuple(parse_rules(doc.get("alerts"), f"simulator profile {sid}", stream=sid))
+    return SimProfile(sid, str(stream.get("device", "")), rate, channels, params, alerts)
 
 
 def load_profile(path: str | Path) -> SimProfile:
