@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from sensorstream.sources.serial import alert_rules
 
 from .conftest import eventually
 from .httpraw import exchange, get
+from .test_cli import start_serve
 from .test_serial_e2e import ROOT, collect, pty, spec_for, start_serial, subscribe  # noqa: F401 (pty is a fixture)
 
 
@@ -117,17 +117,8 @@ above = 3
 severity = "critical"
 message = "overcurrent"
 """)
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "sensorstream", "serve", "--port", "0", "--device", str(prof), "--alert-webhook", url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc, port, _ = await start_serve("--device", str(prof), "--alert-webhook", url)
     try:
-        out = b""
-        with trio.fail_after(20):
-            while b"dashboard at" not in out:
-                chunk = await proc.stdout.receive_some(4096)
-                assert chunk, "server exited early"
-                out += chunk
-        port = int(re.search(rb":(\d+)/", out).group(1))
         from .wire import connect
 
         c = await connect(nursery, port)
