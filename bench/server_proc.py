@@ -57,8 +57,7 @@ def queues(server: Server) -> tuple[int, int]:
     clients, so this overstates the memory they hold)."""
     sndq = queued = 0
     for s in server.sessions:
-        stream = getattr(s.ws, "_stream", None)
-        sock = getattr(getattr(stream, "stream", stream), "socket", None)
+        sock = s.conn.sock
         if sock is not None and sock.fileno() >= 0:
             try:
                 sndq += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]

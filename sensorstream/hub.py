@@ -31,24 +31,20 @@ log = logging.getLogger(__name__)
 
 
 # What a frame in history costs beyond its payload, for the byte cap: the Frame
-# object, the buffers' headers, and (small frames) the transport's framed copy.
-# Without it a stream of one-sample batches would hold many times its cap.
+# object and the buffer's header. Without it a stream of one-sample batches
+# would hold many times its cap.
 FRAME_OVERHEAD = 320
 
 
 class Frame:
     """One encoded batch, shared by every subscriber (never copied per client).
 
-    `wire` is the WebSocket frame built around `payload`; the transport fills it
-    the first time any client sends this frame, so it too is built once per batch
-    (and then may make `payload` a view into it, so history holds one buffer).
-    `wire_at` is the transport's clock at that moment: the writes of one fan-out
-    happen within the same synchronous publish, so they share it instead of
-    reading the clock once per client.
+    Transport-neutral: how a transport frames it (once per batch, for all its
+    clients) is the transport's business (see server/ws/frames.py).
     """
 
-    # __weakref__: a replay holds history frames weakly (see server.ws._History).
-    __slots__ = ("key", "seq", "t_last", "n_samples", "payload", "wire", "wire_at", "__weakref__")
+    # __weakref__: a replay holds history frames weakly (see server.ws.outbox.History).
+    __slots__ = ("key", "seq", "t_last", "n_samples", "payload", "__weakref__")
 
     def __init__(self, key: int, seq: int, t_last: float, n_samples: int, payload: bytes):
         self.key = key
@@ -56,8 +52,6 @@ class Frame:
         self.t_last = t_last
         self.n_samples = n_samples
         self.payload = payload
-        self.wire: bytes | None = None
-        self.wire_at = 0.0
 
 
 class Subscriber(TypingProtocol):

@@ -28,7 +28,7 @@ async def test_slow_reader_gets_dropped_message_matching_the_seq_gap(make_server
     await eventually(lambda: server.stats.dropped_batches_total >= 10, timeout=20)
     (session,) = server.sessions
     assert 0 < session.n_data <= server.cfg.queue_batches
-    assert session.n_bytes == sum(len(f.payload) for f in session.queue if hasattr(f, "payload"))
+    assert session.n_bytes == sum(f.size for f in session.outbox.queue if hasattr(f, "size"))
     assert session.n_bytes <= server.cfg.queue_mb * 2**20
     seqs, dropped = [], 0
     with trio.fail_after(20):

@@ -151,15 +151,18 @@ def test_client_glob_patterns_live_only_as_long_as_their_subscription():
 async def test_history_memory_is_what_its_byte_cap_says(samples):
     """Measured, not counted: history of a stream with a subscriber (so every frame
     also got its WebSocket framing) stays within its byte cap, for tiny batches
-    (object overhead dominates) and big ones (the framed copy would double it)."""
+    (object overhead dominates) and big ones (a framed copy kept with each frame
+    would double it)."""
     import gc
     import tracemalloc
 
-    from sensorstream.server.ws import wire_of
+    from sensorstream.server.ws import Framer
+
+    framer = Framer()
 
     class Wire(Sink):
         def deliver(self, frame):
-            wire_of(frame)
+            framer.of(frame)
 
     cap = 1024 * 1024
     hub = LocalHub(HubLimits(history_s=1e9, history_bytes=cap))

@@ -12,6 +12,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 
 from sensorstream.config import ServerConfig
 from sensorstream.server.app import Server
+from sensorstream.server.http import handle_http
 
 
 async def handshake(client_end):
@@ -34,7 +35,7 @@ def start_session(nursery, server: Server, pair=trio.testing.memory_stream_pair)
         nursery.start_soon(server.keeper.run)  # Server.run would start it
 
     async def serve():
-        await server.handle_websocket(server_end, "mem")
+        await handle_http(server.http_context, server_end, "mem")
         done.set()
 
     nursery.start_soon(serve)

@@ -8,37 +8,32 @@ Task tree (every task has an owner, and shutdown walks it top-down):
     ├── keeper             (pings and heartbeats for every session: one task, one heap)
     └── connections        (one task per TCP connection)
         └── handle_http -> handle_websocket -> ClientSession.run (the session's reader)
-            ├── trio-websocket reader task  (in the connection's own nursery,
-            │                                 cancelled when the connection ends)
-            └── sender task    (only while the client has frames queued: a healthy
-                                client is written to directly by the hub and keeper)
+            └── sender task    (in the connection's own nursery, only while the
+                                client has frames queued: a healthy client is
+                                written to directly by the hub and keeper)
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import struct
 import time
 from pathlib import Path
 from typing import Callable
 
 import trio
-import trio_websocket
-from trio_websocket import ConnectionClosed
-from wsproto.connection import ConnectionState
 
 from ..alerts.monitor import AlertCollector, AlertMonitor
 from ..alerts.webhook import Webhook
 from ..config import ServerConfig
 from ..hub import Hub, HubLimits, LocalHub
-from ..metrics import ServerStats, make_registry, render
 from ..sources.setup import Source
 from ..sources.setup import alert_rules
 from ..sources.setup import from_config as sources_from_config
-from .http import StaticFiles, dashboard_dir, handle_http
+from .http import HttpContext, StaticFiles, Upgrade, dashboard_dir, handle_http
+from .metrics import ServerStats, make_registry, render
 from .security import AddressCounts, check_bind, ssl_context
-from .ws import ClientSession, Keeper
+from .ws import ClientSession, Framer, Keeper, ServerConnection, SessionContext
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +69,9 @@ class Server:
         self.registry.register(AlertCollector(self.alerts))
         self.sessions: set[ClientSession] = set()
         self.keeper = Keeper(cfg.ping_interval, cfg.ping_timeout, cfg.heartbeat_s)
+        self.ws_context = SessionContext(cfg, self.hub, self.stats, self.keeper, Framer(), self.queue_bytes, self.alerts)
+        self.http_context = HttpContext(cfg, self.stats, self.static, self.ssl_context is not None, self.health,
+                                        self.metrics_text, self.handle_websocket)
         self.sources: list[Source] = []
         self.port: int | None = None
         self._open_connections = 0
@@ -165,7 +163,7 @@ class Server:
                 with trio.move_on_after(min(cfg.handshake_timeout, 2.0)):
                     tls = await self._start_tls(stream, peer)
                     if tls is not None:
-                        await handle_http(self, tls, peer, refuse=refuse[::2])
+                        await handle_http(self.http_context, tls, peer, refuse=refuse[::2])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             except Exception:
@@ -183,7 +181,7 @@ class Server:
             tls = await self._start_tls(stream, peer)
             if tls is not None:
                 conn = tls
-                await handle_http(self, conn, peer)
+                await handle_http(self.http_context, conn, peer)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
@@ -218,71 +216,35 @@ class Server:
             return None
         return tls
 
-    async def handle_websocket(self, stream: trio.abc.Stream, peer: str) -> None:
+    async def handle_websocket(self, up: Upgrade) -> None:
+        """The WebSocket life of a connection whose upgrade the front door accepted."""
         cfg = self.cfg
-        async with trio.open_nursery() as ws_nursery:
+        peer = up.peer
+        conn = ServerConnection(up.stream, trailing=up.trailing, max_message_bytes=cfg.max_message_bytes)
+        del up
+        session = ClientSession(self.ws_context, conn, peer)
+        self.sessions.add(session)
+        self.stats.connections_total += 1
+        self.stats.connections_open += 1
+        self._sessions_changed()
+        log.info("ws %s: open (session %s)", peer, session.id, extra={"event": "ws_open", "peer": peer, "session": session.id})
+        async with trio.open_nursery() as nursery:  # the session's sender task runs here
             try:
-                with trio.fail_after(cfg.handshake_timeout):
-                    wsreq = await trio_websocket.wrap_server_stream(
-                        ws_nursery, stream, message_queue_size=4, max_message_size=cfg.max_message_bytes
-                    )
-                    ws = await wsreq.accept()
-                    del wsreq  # the request (headers and all) is not needed for the connection's life
-                    if hasattr(stream, "before_close"):
-                        stream.before_close = functools.partial(self._close_on_protocol_error, ws, stream.stream)
-            except (trio.TooSlowError, ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as e:
-                self.stats.reject("ws_handshake")
-                log.info("ws %s: handshake failed (%s)", peer, type(e).__name__, extra={"event": "refused", "peer": peer, "reason": "ws_handshake"})
-                ws_nursery.cancel_scope.cancel()
-                return
-            session = ClientSession(self, ws, peer)
-            self.sessions.add(session)
-            self.stats.connections_total += 1
-            self.stats.connections_open += 1
-            self._sessions_changed()
-            log.info("ws %s: open (session %s)", peer, session.id, extra={"event": "ws_open", "peer": peer, "session": session.id})
-            try:
-                await session.run(ws_nursery)
+                await session.run(nursery)
             finally:
                 self.sessions.discard(session)
                 self.stats.connections_open -= 1
-                if ws.closed is not None and ws.closed.code in (1002, 1007, 1009):
-                    # Not the client's close: trio-websocket closed on a protocol violation.
-                    session.close_reason = {1002: "protocol error", 1007: "invalid UTF-8", 1009: "message too big"}[ws.closed.code]
-                    session.close_code = ws.closed.code
-                    if getattr(stream, "before_close", None) is not None:
-                        # trio-websocket's reader would close the stream (sending our close
-                        # frame, see _close_on_protocol_error) a step later; cancelling
-                        # ws_nursery below could cut it off first. Close it now.
-                        with trio.CancelScope(shield=True):
-                            await stream.aclose()
                 code = session.close_code
                 self.stats.close(code)
                 self._sessions_changed()
                 # Dead or stuck peers get no close handshake: it would only wait.
-                if not session.abort and ws.closed is None:
+                if not session.abort and conn.closed is None:
                     with trio.move_on_after(cfg.close_timeout):
-                        try:
-                            await ws.aclose(code, session.close_reason[:120])
-                        except ConnectionClosed:
-                            pass
+                        await conn.aclose(code, session.close_reason[:120])
                 log.info("ws %s: closed (%s, code %d, %d frames sent)", peer, session.close_reason, code, session.frames_sent,
                          extra={"event": "ws_close", "peer": peer, "session": session.id, "reason": session.close_reason,
                                 "code": code, "frames_sent": session.frames_sent})
-                # The trio-websocket reader lives in ws_nursery: cancel it or the socket stays open.
-                ws_nursery.cancel_scope.cancel()
-
-    @staticmethod
-    async def _close_on_protocol_error(ws: trio_websocket.WebSocketConnection, raw: trio.abc.Stream) -> None:
-        """On a protocol violation (1002) or invalid UTF-8 (1007) wsproto reports a
-        close *from the peer*, and trio-websocket drops the TCP connection without
-        sending a close frame. Send one, so the client learns why. Uses the same
-        two private attributes as ws.send_preframed (see tests/test_ws_private_api.py)."""
-        reason = ws.closed
-        if reason is None or reason.code not in (1002, 1007) or ws._wsproto.state != ConnectionState.OPEN:
-            return
-        async with ws._stream_lock:  # never in the middle of another frame
-            await raw.send_all(struct.pack("!BBH", 0x88, 2, reason.code))
+                nursery.cancel_scope.cancel()
 
     async def _log_drops(self, every: float = 1.0) -> None:
         """Drops are counted on the hot path; this logs them, at most one line a second."""

@@ -1,10 +1,12 @@
 """The h11 front door: one port for the dashboard, /healthz, /metrics and /ws.
 
-wsproto (inside trio-websocket) rejects anything that is not a WebSocket
-upgrade before our code sees it, so every connection is read by h11 first.
-A plain request is answered here (keep-alive, so a browser loads the page and
-its assets over one connection); an upgrade to /ws is handed to
-trio-websocket together with the bytes h11 already read.
+Every connection is read by h11 first. A plain request is answered here
+(keep-alive, so a browser loads the page and its assets over one connection).
+An upgrade to /ws is checked (origin, token, the WebSocket headers: see
+ws/handshake.py), answered with the 101 through the same h11 connection, and
+handed to the context's `upgrade` callback with the bytes read past the request:
+the request is parsed once. This module knows nothing else of the server: it
+gets an `HttpContext`.
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ import mimetypes
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Awaitable, Callable
 
 import h11
 import trio
 
+from ..config import ServerConfig
+from .metrics import ServerStats
 from .security import headers_of, origin_ok, token_ok
-
-if TYPE_CHECKING:
-    from .app import Server
+from .ws.handshake import HandshakeError, accept_headers
 
 log = logging.getLogger(__name__)
 
@@ -111,51 +113,27 @@ def dashboard_dir() -> Path:
 # ----------------------------------------------------------------- connection handling
 
 
-class PrefixedStream(trio.abc.Stream):
-    """A stream that first returns bytes already read from it (the request head h11 consumed)."""
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """An accepted WebSocket upgrade: the 101 has gone out on `stream`."""
 
-    def __init__(self, prefix: bytes, stream: trio.abc.Stream):
-        self._prefix = prefix
-        self.stream = stream
-        # Awaited once just before the stream closes (see Server._close_on_protocol_error).
-        self.before_close = None
-        self._hook_done: trio.Event | None = None
+    stream: trio.abc.Stream
+    peer: str
+    target: str  # the request target, e.g. "/ws?token=..."
+    trailing: bytes  # read past the request: the client's first frames, if any
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            data, self._prefix = self._prefix, b""
-            await trio.lowlevel.checkpoint()
-            return data
-        return await self.stream.receive_some(max_bytes)
 
-    async def send_all(self, data) -> None:
-        await self.stream.send_all(data)
+@dataclass(frozen=True, slots=True)
+class HttpContext:
+    """What the front door needs from the server, and nothing more."""
 
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        # Two tasks may close this at once (the session's teardown and
-        # trio-websocket's reader); the TCP stream must not close under the hook's
-        # write, so the second closer waits for the first one's hook.
-        hook, self.before_close = self.before_close, None
-        try:
-            # Shielded, and bounded: teardown may be cancelling the task this runs in,
-            # and the close frame must still go out.
-            with trio.move_on_after(1.0) as scope:
-                scope.shield = True
-                if hook is not None:
-                    self._hook_done = trio.Event()
-                    try:
-                        await hook()
-                    finally:
-                        self._hook_done.set()
-                elif self._hook_done is not None:
-                    await self._hook_done.wait()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await self.stream.aclose()
+    cfg: ServerConfig
+    stats: ServerStats
+    static: StaticFiles
+    tls: bool  # the connection is TLS (the origin check compares schemes)
+    health: Callable[[], tuple[int, dict]]  # (status, body) of /healthz
+    metrics_text: Callable[[], bytes]  # the body of /metrics
+    upgrade: Callable[[Upgrade], Awaitable[None]]  # runs the WebSocket until it ends
 
 
 class _Reject(Exception):
@@ -205,12 +183,13 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, raw: byte
         return event
 
 
-async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str, *, refuse: tuple[int, str] | None = None) -> None:
+async def handle_http(ctx: HttpContext, stream: trio.abc.Stream, peer: str, *, refuse: tuple[int, str] | None = None) -> None:
     """Serve one TCP connection: HTTP requests until close, or a WebSocket upgrade.
 
     `refuse` = (status, message): the server is over a connection limit; the
     first request is answered with it and the connection closed."""
-    cfg = server.cfg
+    cfg = ctx.cfg
+    stats = ctx.stats
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=cfg.max_head_bytes)
     raw = bytearray()
     first = True
@@ -223,15 +202,15 @@ async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str, *, r
         except trio.TooSlowError:
             if raw or first:
                 # (An idle keep-alive connection timing out between requests is no rejection.)
-                server.stats.reject("head_timeout")
+                stats.reject("head_timeout")
             if raw:
                 log.info("http %s: request head not complete within %gs", peer, cfg.handshake_timeout,
                          extra={"event": "refused", "peer": peer, "reason": "head_timeout"})
                 await _send_simple(conn, stream, 408, "request timeout")
             return
         except _Reject as e:
-            server.stats.http_rejected_total += 1
-            server.stats.reject(_REASONS.get(e.status, "bad_request"))
+            stats.http_rejected_total += 1
+            stats.reject(_REASONS.get(e.status, "bad_request"))
             # h11 may quote a bad header line: never one that could carry the token.
             msg = "malformed request" if b"authorization" in e.message.lower().encode("latin-1", "replace") else e.message[:120]
             log.info("http %s: %d %s", peer, e.status, msg, extra={"event": "refused", "peer": peer, "status": e.status})
@@ -242,46 +221,62 @@ async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str, *, r
         if not isinstance(event, h11.Request):
             return
         if refuse is not None:
-            server.stats.http_rejected_total += 1
+            stats.http_rejected_total += 1
             await _send_simple(conn, stream, refuse[0], refuse[1], extra=[(b"retry-after", b"5")])
             return
         if _has_body(event):
             # No route takes a body, so none is read: draining it would hold up to
             # a body's worth of memory per connection for nothing.
-            server.stats.http_rejected_total += 1
-            server.stats.reject("body")
+            stats.http_rejected_total += 1
+            stats.reject("body")
             log.info("http %s: 413 request body refused", peer, extra={"event": "refused", "peer": peer, "status": 413})
             await _send_simple(conn, stream, 413, "request bodies are not accepted")
             return
         target = event.target.decode("latin-1")
         if is_websocket_upgrade(event):
             if target.split("?", 1)[0] != "/ws":
-                await _respond(server, conn, stream, 404, b"not found\n", "text/plain")
+                await _respond(ctx, conn, stream, 404, b"not found\n", "text/plain")
                 return
             headers = _headers(event)
             # Origin first: a cross-site page is refused whatever it presents.
-            if not origin_ok(headers, cfg.allow_origins, tls=server.ssl_context is not None):
-                server.stats.reject("origin")
+            if not origin_ok(headers, cfg.allow_origins, tls=ctx.tls):
+                stats.reject("origin")
                 log.warning("ws %s: origin %r not allowed", peer, headers.get(b"origin", b"").decode("latin-1")[:200],
                             extra={"event": "refused", "peer": peer, "reason": "origin"})
-                await _respond(server, conn, stream, 403, b"origin not allowed\n", "text/plain")
+                await _respond(ctx, conn, stream, 403, b"origin not allowed\n", "text/plain")
                 return
             if not token_ok(cfg.token, target, headers):
-                server.stats.reject("token")
+                stats.reject("token")
                 log.warning("ws %s: missing or wrong token", peer, extra={"event": "refused", "peer": peer, "reason": "token"})
-                await _respond(server, conn, stream, 401, b"token required\n", "text/plain", extra=[(b"www-authenticate", b"Bearer")])
+                await _respond(ctx, conn, stream, 401, b"token required\n", "text/plain", extra=[(b"www-authenticate", b"Bearer")])
                 return
-            # Everything read so far (this request and anything pipelined after it)
-            # is replayed to wsproto, which does the real handshake.
-            upgraded = PrefixedStream(bytes(raw), stream)
-            # The HTTP parser's state is not needed for the (long) WebSocket life of
-            # this connection; dropping it here saves a few KiB per client.
-            del conn, raw, event, headers
-            await server.handle_websocket(upgraded, peer)
+            try:
+                response = accept_headers(event.method, headers)
+            except HandshakeError as e:
+                stats.reject("ws_handshake")
+                log.info("ws %s: %d %s", peer, e.status, e.message, extra={"event": "refused", "peer": peer, "reason": "ws_handshake"})
+                await _respond(ctx, conn, stream, e.status, (e.message + "\n").encode(), "text/plain", extra=e.headers)
+                return
+            # The request has no body (refused above): h11 ends it at once, and
+            # then waits for our answer to the upgrade.
+            if not isinstance(conn.next_event(), h11.EndOfMessage):
+                return
+            try:
+                with trio.fail_after(cfg.send_timeout):
+                    await stream.send_all(conn.send(h11.InformationalResponse(status_code=101, headers=response, reason=b"Switching Protocols")))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                stats.reject("ws_handshake")
+                return
+            # Whatever came after the request (a client may send frames at once)
+            # is the WebSocket's. The HTTP parser's state is not needed for the
+            # (long) WebSocket life of this connection: it goes here.
+            up = Upgrade(stream, peer, target, bytes(conn.trailing_data[0]))
+            del conn, raw, event, headers, response
+            await ctx.upgrade(up)
             return
-        server.stats.http_requests_total += 1
+        stats.http_requests_total += 1
         first = False
-        keep_alive = await _route(server, conn, stream, event, target)
+        keep_alive = await _route(ctx, conn, stream, event, target)
         if not keep_alive or conn.our_state is not h11.DONE:
             return
         # The request has no body (refused above): h11 ends it at once.
@@ -291,38 +286,38 @@ async def handle_http(server: "Server", stream: trio.abc.Stream, peer: str, *, r
         raw = bytearray(conn.trailing_data[0])
 
 
-async def _route(server: "Server", conn: h11.Connection, stream, req: h11.Request, target: str) -> bool:
+async def _route(ctx: HttpContext, conn: h11.Connection, stream, req: h11.Request, target: str) -> bool:
     method = req.method
     path = target.split("?", 1)[0]
     if method not in (b"GET", b"HEAD"):
-        await _respond(server, conn, stream, 405, b"method not allowed\n", "text/plain", head=False, extra=[(b"allow", b"GET, HEAD")])
+        await _respond(ctx, conn, stream, 405, b"method not allowed\n", "text/plain", head=False, extra=[(b"allow", b"GET, HEAD")])
         return False
     head = method == b"HEAD"
     if path == "/healthz":
-        status, body = server.health()
-        await _respond(server, conn, stream, status, json.dumps(body).encode(), "application/json", head=head, cache="no-store")
+        status, body = ctx.health()
+        await _respond(ctx, conn, stream, status, json.dumps(body).encode(), "application/json", head=head, cache="no-store")
         return True
     if path == "/metrics":
-        if not token_ok(server.cfg.token, target, _headers(req)):
-            server.stats.reject("token")
-            await _respond(server, conn, stream, 401, b"token required\n", "text/plain", head=head, extra=[(b"www-authenticate", b"Bearer")])
+        if not token_ok(ctx.cfg.token, target, _headers(req)):
+            ctx.stats.reject("token")
+            await _respond(ctx, conn, stream, 401, b"token required\n", "text/plain", head=head, extra=[(b"www-authenticate", b"Bearer")])
             return True
-        await _respond(server, conn, stream, 200, server.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", head=head, cache="no-store")
+        await _respond(ctx, conn, stream, 200, ctx.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", head=head, cache="no-store")
         return True
     if path == "/ws":
-        await _respond(server, conn, stream, 426, b"this endpoint speaks WebSocket\n", "text/plain", head=head, extra=[(b"upgrade", b"websocket")])
+        await _respond(ctx, conn, stream, 426, b"this endpoint speaks WebSocket\n", "text/plain", head=head, extra=[(b"upgrade", b"websocket")])
         return True
-    f = server.static.lookup(target)
+    f = ctx.static.lookup(target)
     if f is None:
-        await _respond(server, conn, stream, 404, b"not found\n", "text/plain", head=head)
+        await _respond(ctx, conn, stream, 404, b"not found\n", "text/plain", head=head)
         return True
-    await _respond(server, conn, stream, 200, f.body, f.content_type, head=head, cache=f.cache_control)
+    await _respond(ctx, conn, stream, 200, f.body, f.content_type, head=head, cache=f.cache_control)
     return True
 
 
-async def _respond(server, conn, stream, status, body: bytes, ctype: str, *, head=False, cache=None, extra=()):
+async def _respond(ctx: HttpContext, conn, stream, status, body: bytes, ctype: str, *, head=False, cache=None, extra=()):
     if status >= 400:
-        server.stats.http_rejected_total += 1
+        ctx.stats.http_rejected_total += 1
     headers = [
         (b"content-type", ctype.encode()),
         (b"content-length", str(len(body)).encode()),
@@ -333,7 +328,7 @@ async def _respond(server, conn, stream, status, body: bytes, ctype: str, *, hea
         headers.append((b"cache-control", cache.encode()))
     headers.extend(extra)
     try:
-        with trio.fail_after(server.cfg.send_timeout):
+        with trio.fail_after(ctx.cfg.send_timeout):
             await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
             if not head:
                 await stream.send_all(conn.send(h11.Data(data=body)))
