@@ -4,53 +4,37 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import tomllib
 
 import trio
 
 from . import __version__
-from . import logs
+from . import argtypes, logs
 from .config import ServerConfig
 from .server.security import ConfigError
 from .sources import serial_cli
 
 
-def _late(spec: str) -> tuple[str, float]:
-    stream_id, _, delay = spec.rpartition(":")
-    if not stream_id:
-        raise argparse.ArgumentTypeError("expected ID:SECONDS, e.g. sim/late:2")
-    return stream_id, float(delay)
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's defaults-in-help, without "(default: None)", "(default: [])",
+    "(default: False)" or a second default where the text already gives one."""
 
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if "default" in text or d in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: {d:g})" if isinstance(d, float) else f"{text} (default: {d})"
 
-def _wide(spec: str) -> tuple[int, float]:
-    c, _, rate = spec.partition(":")
-    try:
-        n, r = int(c), float(rate)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected CHANNELS:RATE, e.g. 16:1000") from None
-    if not (1 <= n <= 1024 and r > 0):
-        raise argparse.ArgumentTypeError("CHANNELS must be 1..1024 and RATE > 0")
-    return n, r
-
-
-def _positive(kind):
-    def parse(text: str):
-        v = kind(text)
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-        return v
-
-    parse.__name__ = kind.__name__  # argparse names the type in its error messages
-    return parse
-
-
-_pos_int, _pos_float = _positive(int), _positive(float)
 
 TOKEN_ENV = "SENSORSTREAM_TOKEN"
+DEFAULT_TAIL_URL = "ws://127.0.0.1:8765/ws"
 
 
 def _webhook_url(text: str) -> str:
@@ -69,74 +53,94 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = ServerConfig()
-    s = sub.add_parser("serve", help="run the server", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--config", metavar="PATH.toml", default=None,
+    s = sub.add_parser("serve", help="run the server", formatter_class=HelpFormatter,
+                       usage="sensorstream serve [--simulate] [--serial PORT] [--device PROFILE.toml] [options]  (see --help)")
+    s.add_argument("--config", metavar="PATH.toml", default=None, type=argtypes.readable_file,
                    help="read settings from a TOML file: keys are these flags' names with _ (ping_interval = 5); flags given here override it")
     g = s.add_argument_group("network and access control (docs/security.md)")
-    g.add_argument("--host", default=d.host, help="address to bind; anything but loopback needs --token or --insecure")
-    g.add_argument("--port", type=int, default=d.port, help="TCP port (0 picks a free one)")
+    g.add_argument("--host", type=argtypes.host, default=d.host, help="address to bind; anything but loopback needs --token or --insecure")
+    g.add_argument("--port", type=argtypes.listen_port, default=d.port, help="TCP port, 1-65535 (0 picks a free one)")
     g.add_argument("--token", default=None,
                    help=f"WebSocket and /metrics clients must present this (?token=... or Authorization: Bearer); also ${TOKEN_ENV}")
     g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="also accept WebSocket upgrades from this browser origin, e.g. https://grafana.example.com (repeatable; * allows any)")
     g.add_argument("--insecure", action="store_true", help="allow binding a non-loopback address without a token")
-    g.add_argument("--certfile", default=None, help="TLS certificate chain (PEM): serve https/wss on the same port")
-    g.add_argument("--keyfile", default=None, help="TLS private key (PEM), if not in --certfile")
-    g.add_argument("--dashboard-dir", default=None, help="serve the dashboard from this directory instead of the bundled one")
+    g.add_argument("--certfile", default=None, type=argtypes.readable_file, help="TLS certificate chain (PEM file): serve https/wss on the same port")
+    g.add_argument("--keyfile", default=None, type=argtypes.readable_file, help="TLS private key (PEM file), if not in --certfile")
+    g.add_argument("--dashboard-dir", default=None, type=argtypes.dashboard_dir, metavar="DIR",
+                   help="serve the dashboard from this directory (with an index.html) instead of the bundled one")
     g = s.add_argument_group("sources")
     g.add_argument("--simulate", action="store_true", help="stream the built-in simulators (devices/sim-*.toml)")
-    g.add_argument("--seed", type=int, default=d.seed, help="simulator random seed (same seed, same data)")
-    g.add_argument("--imu-rate", type=float, default=None, help="simulated IMU sample rate in Hz (default: its profile's, 200)")
-    g.add_argument("--simulate-late", type=_late, action="append", default=[], metavar="ID:SECONDS",
+    g.add_argument("--seed", type=argtypes.seed, default=d.seed, help="simulator random seed, 0-4294967295 (same seed, same data)")
+    g.add_argument("--imu-rate", type=argtypes.number(0, 1e6, min_open=True), default=None, metavar="HZ",
+                   help="simulated IMU sample rate in Hz (default: its profile's, 200)")
+    g.add_argument("--simulate-late", type=argtypes.late, action="append", default=[], metavar="ID:SECONDS",
                    help="add a simulated stream ID after SECONDS (shows streams appearing live)")
-    g.add_argument("--simulate-wide", type=_wide, default=None, metavar="CHANNELS:RATE",
+    g.add_argument("--simulate-wide", type=argtypes.wide, default=None, metavar="CHANNELS:RATE",
                    help="add stream sim/wide with CHANNELS channels at RATE Hz (load tests, e.g. 16:1000)")
     serial_cli.add_serve_arguments(s.add_argument_group("serial devices"))
     g = s.add_argument_group("batching and history")
-    g.add_argument("--window-ms", type=float, default=d.window_s * 1000, help="batch window")
-    g.add_argument("--max-batch", type=int, default=d.max_batch_samples, help="most samples in one batch")
-    g.add_argument("--history-s", type=float, default=d.history_s, help="seconds of history kept per stream")
-    g.add_argument("--history-mb", type=float, default=d.history_mb, help="history cap per stream, MiB")
+    g.add_argument("--window-ms", type=argtypes.number(0, 60_000, min_open=True), default=d.window_s * 1000, metavar="MS",
+                   help="batch window in milliseconds: a batch closes this long after its first sample")
+    g.add_argument("--max-batch", type=argtypes.integer(1, 1_000_000), default=d.max_batch_samples, metavar="SAMPLES",
+                   help="most samples in one batch")
+    g.add_argument("--history-s", type=argtypes.number(0, 86_400), default=d.history_s, metavar="SECONDS",
+                   help="seconds of history kept per stream (0: none)")
+    g.add_argument("--history-mb", type=argtypes.number(0, 1_000_000), default=d.history_mb, metavar="MIB", help="history cap per stream in MiB")
     g = s.add_argument_group("liveness and backpressure")
-    g.add_argument("--ping-interval", type=float, default=d.ping_interval, help="seconds between WebSocket pings")
-    g.add_argument("--ping-timeout", type=float, default=d.ping_timeout, help="close a client whose pong is this late")
-    g.add_argument("--send-timeout", type=float, default=d.send_timeout, help="close a client whose write blocks this long")
-    g.add_argument("--heartbeat", type=float, default=d.heartbeat_s, help="heartbeat message interval on idle connections")
-    g.add_argument("--queue-batches", type=_pos_int, default=d.queue_batches, help="per-client queue; oldest batches dropped beyond it")
-    g.add_argument("--queue-mb", type=_pos_float, default=d.queue_mb, help="per-client queue in MiB; oldest batches dropped beyond it")
-    g.add_argument("--queue-control", type=_pos_int, default=d.queue_control, help="close a client with this many unsent control messages")
-    g.add_argument("--close-timeout", type=_pos_float, default=d.close_timeout, help="seconds a polite close handshake may take")
+    g.add_argument("--ping-interval", type=argtypes.positive_float, default=d.ping_interval, metavar="SECONDS", help="seconds between WebSocket pings")
+    g.add_argument("--ping-timeout", type=argtypes.positive_float, default=d.ping_timeout, metavar="SECONDS",
+                   help="close a client whose pong is this many seconds late")
+    g.add_argument("--send-timeout", type=argtypes.positive_float, default=d.send_timeout, metavar="SECONDS",
+                   help="close a client whose write blocks this many seconds")
+    g.add_argument("--heartbeat", type=argtypes.positive_float, default=d.heartbeat_s, metavar="SECONDS",
+                   help="seconds between heartbeat messages on idle connections")
+    g.add_argument("--queue-batches", type=argtypes.positive_int, default=d.queue_batches, metavar="BATCHES",
+                   help="per-client queue in batches; oldest batches dropped beyond it")
+    g.add_argument("--queue-mb", type=argtypes.positive_float, default=d.queue_mb, metavar="MIB",
+                   help="per-client queue in MiB; oldest batches dropped beyond it")
+    g.add_argument("--queue-control", type=argtypes.positive_int, default=d.queue_control, metavar="MESSAGES",
+                   help="close a client with this many unsent control messages")
+    g.add_argument("--close-timeout", type=argtypes.positive_float, default=d.close_timeout, metavar="SECONDS",
+                   help="seconds a polite close handshake may take")
     g = s.add_argument_group("limits (docs/configuration.md)")
-    g.add_argument("--max-connections", type=_pos_int, default=d.max_connections, help="TCP connections at once; more are answered 503")
-    g.add_argument("--max-connections-per-client", type=_pos_int, default=d.max_connections_per_client,
+    g.add_argument("--max-connections", type=argtypes.positive_int, default=d.max_connections, metavar="N",
+                   help="TCP connections at once; more are answered 503")
+    g.add_argument("--max-connections-per-client", type=argtypes.positive_int, default=d.max_connections_per_client, metavar="N",
                    help="TCP connections at once from one client address; more are answered 429")
-    g.add_argument("--handshake-timeout", type=_pos_float, default=d.handshake_timeout,
+    g.add_argument("--handshake-timeout", type=argtypes.positive_float, default=d.handshake_timeout, metavar="SECONDS",
                    help="seconds for the TLS handshake, each request head and the WebSocket handshake")
-    g.add_argument("--max-head-bytes", type=_pos_int, default=d.max_head_bytes, help="largest HTTP request head; larger is answered 431")
-    g.add_argument("--max-message-bytes", type=_pos_int, default=d.max_message_bytes,
-                   help="largest WebSocket message from a client; larger closes it with 1009")
-    g.add_argument("--control-rate", type=_pos_float, default=d.control_rate, help="control messages a second per connection")
-    g.add_argument("--control-burst", type=_pos_int, default=d.control_burst,
+    g.add_argument("--max-head-bytes", type=argtypes.positive_int, default=d.max_head_bytes, metavar="BYTES",
+                   help="largest HTTP request head in bytes; larger is answered 431")
+    g.add_argument("--max-message-bytes", type=argtypes.positive_int, default=d.max_message_bytes, metavar="BYTES",
+                   help="largest WebSocket message from a client in bytes; larger closes it with 1009")
+    g.add_argument("--control-rate", type=argtypes.positive_float, default=d.control_rate, metavar="PER_S",
+                   help="control messages a second per connection")
+    g.add_argument("--control-burst", type=argtypes.positive_int, default=d.control_burst, metavar="N",
                    help="control messages at once per connection; this many refused in a row closes it with 1008")
-    g.add_argument("--max-subscriptions", type=_pos_int, default=d.max_subscriptions, help="stream patterns one connection may hold")
+    g.add_argument("--max-subscriptions", type=argtypes.positive_int, default=d.max_subscriptions, metavar="N",
+                   help="stream patterns one connection may hold")
     g = s.add_argument_group("alerts (docs/alerts.md)")
     g.add_argument("--alert-webhook", type=_webhook_url, default=None, metavar="URL",
                    help="POST every alert transition (firing/resolved) as JSON to this http(s) URL; limits come from "
                         "[[alerts]] in device profiles and in --config")
     g = s.add_argument_group("health and logging")
-    g.add_argument("--unhealthy-after", type=_pos_float, default=d.unhealthy_after_s,
-                   help="/healthz answers 503 once a stream has been disconnected this many seconds")
+    g.add_argument("--unhealthy-after", type=argtypes.positive_float, default=d.unhealthy_after_s, metavar="SECONDS",
+                   help="/healthz answers 503 once a stream has been disconnected this many seconds (stale or failed: at once)")
     g.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"], help="least severe level logged")
     g.add_argument("--log-format", default=d.log_format, choices=["text", "json"],
                    help="json: one object per line; either way repeated messages are rate-limited")
 
-    t = sub.add_parser("tail", help="print live samples from a running server")
-    t.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/ws")
+    t = sub.add_parser("tail", help="print live samples from a running server", formatter_class=HelpFormatter,
+                       usage="sensorstream tail [URL] [--stream ID_OR_GLOB] [options]  (see --help)")
+    t.add_argument("url", nargs="?", default=DEFAULT_TAIL_URL,
+                   help=f"the server: ws://HOST:PORT/ws, wss://..., http(s)://HOST:PORT or HOST:PORT (default: {DEFAULT_TAIL_URL})")
     t.add_argument("--stream", action="append", default=None, help="stream id or glob (repeatable; default: all)")
-    t.add_argument("--history", type=float, default=0.0, help="start with this many seconds of history")
-    t.add_argument("--count", type=int, default=0, help="stop after this many samples (0: run until Ctrl-C)")
+    t.add_argument("--history", type=argtypes.number(0, 86_400), default=0.0, metavar="SECONDS", help="start with this many seconds of history")
+    t.add_argument("--count", type=argtypes.nonnegative_int, default=0, metavar="N",
+                   help="stop after printing N lines: samples, or batches with --batches (0: run until Ctrl-C)")
     t.add_argument("--batches", action="store_true", help="one line per batch instead of per sample")
-    t.add_argument("--cafile", default=None, help="trust this CA (or self-signed) certificate for wss:// URLs")
+    t.add_argument("--cafile", default=None, type=argtypes.readable_file, help="trust this CA (or self-signed) certificate (PEM file) for wss:// URLs")
     serial_cli.add_subcommands(sub)
     return p
 
@@ -159,6 +163,33 @@ def config_from_args(a: argparse.Namespace) -> ServerConfig:
     return cfg
 
 
+class ListenError(Exception):
+    """The server could not open its port (exit code 1, one line)."""
+
+
+def _leaves(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            yield from _leaves(e)
+    else:
+        yield exc
+
+
+def _listen_error(exc: BaseException, cfg: ServerConfig) -> ListenError | None:
+    """The one-line reason a bind failed, if that is what `exc` (maybe a group) is."""
+    for e in _leaves(exc):
+        if isinstance(e, socket.gaierror):
+            return ListenError(f"cannot listen on {cfg.host}:{cfg.port}: unknown host {cfg.host!r} ({e.strerror}); use an address of this machine, e.g. 127.0.0.1")
+        if isinstance(e, OSError) and e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            hint = {
+                errno.EADDRINUSE: "address already in use (another sensorstream?); choose another with --port",
+                errno.EADDRNOTAVAIL: "this machine has no such address; use one of its own, e.g. 127.0.0.1 or 0.0.0.0",
+                errno.EACCES: "permission denied (ports below 1024 need privileges); choose another with --port",
+            }[e.errno]
+            return ListenError(f"cannot listen on {cfg.host}:{cfg.port}: {hint}")
+    return None
+
+
 async def serve(cfg: ServerConfig) -> None:
     from .server.app import Server
 
@@ -167,7 +198,13 @@ async def serve(cfg: ServerConfig) -> None:
     # ordinary code path: close clients with 1001, stop sources, exit 0.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(server.run)
+            try:
+                port = await nursery.start(server.run)
+            except BaseException as e:
+                err = _listen_error(e, cfg)
+                if err is None:
+                    raise
+                raise err from None
             host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
             http, ws = ("https", "wss") if cfg.certfile else ("http", "ws")
             print(f"sensorstream {__version__}: dashboard at {http}://{host}:{port}/  (WebSocket {ws}://{host}:{port}/ws)", flush=True)
@@ -255,7 +292,7 @@ def _convert_one(action: argparse.Action, value, where: str):
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: expected a string, not {value!r}")
             v = value
-        elif kind is int or getattr(kind, "__name__", "") == "int":
+        elif kind is int or getattr(kind, "integer", False):
             if isinstance(value, float) and not value.is_integer():
                 raise ConfigError(f"{where}: expected an integer, not {value!r}")
             v = kind(str(int(value)) if isinstance(value, float) else str(value))
@@ -265,7 +302,7 @@ def _convert_one(action: argparse.Action, value, where: str):
     except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
         if isinstance(e, ConfigError):
             raise
-        raise ConfigError(f"{where}: {e or 'invalid value'} ({value!r})") from None
+        raise ConfigError(f"{where}: {e or f'invalid value {value!r}'}") from None
     if action.choices is not None and v not in action.choices:
         raise ConfigError(f"{where}: {v!r} is not one of {', '.join(map(str, action.choices))}")
     return v
@@ -291,10 +328,11 @@ def config_file_defaults(serve_parser: argparse.ArgumentParser, path: str) -> di
         except RuleError as e:
             raise ConfigError(str(e)) from None
     for key, value in data.items():
-        dest = key.replace("-", "_")
+        dest = key.lstrip("-").replace("-", "_")  # `--window-ms`, `window-ms` and `window_ms` all name the flag
         action = actions.get(dest)
         if action is None:
-            raise ConfigError(f"config file {path}: unknown setting {key!r} (settings are the flags of `serve` with _ for -, e.g. ping_interval)")
+            hint = argtypes.suggest(dest, actions) or " (settings are the flags of `serve` with _ for -, e.g. ping_interval)"
+            raise ConfigError(f"config file {path}: unknown setting {key!r}{hint}")
         out[dest] = _convert(action, value, f"config file {path}: {key}")
     return out
 
@@ -322,25 +360,36 @@ def parse_serve_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argp
 
 
 def main(argv: list[str] | None = None) -> int:
+    a = None
     try:
-        a = parse_serve_args(build_parser(), argv)
+        try:
+            a = parse_serve_args(build_parser(), argv)
+        except SystemExit as e:  # argparse's own one-line error (2), or --help/--version (0)
+            return e.code if isinstance(e.code, int) else 2
         if a.command == "serve":
             cfg = config_from_args(a)
             logs.setup(cfg.log_level, cfg.log_format)
-            trio.run(serve, cfg)  # Server() refuses unsafe settings before anything starts
+            try:
+                trio.run(serve, cfg)  # Server() checks settings and profiles before anything starts
+            except BaseExceptionGroup as eg:
+                listen = [e for e in _leaves(eg) if isinstance(e, ListenError)]
+                if not listen:
+                    raise
+                print(f"sensorstream serve: error: {listen[0]}", file=sys.stderr)
+                return 1
             return 0
+        if a.command == "tail":
+            logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+            try:
+                trio.run(tail, a)
+            except KeyboardInterrupt:
+                pass
+            return 0
+        rc = serial_cli.run_subcommand(a)
+        return 2 if rc is None else rc
     except ConfigError as e:
-        print(f"sensorstream serve: error: {e}", file=sys.stderr)
+        print(f"sensorstream {a.command if a else 'serve'}: error: {e}", file=sys.stderr)
         return 2
-    if a.command == "tail":
-        logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
-        try:
-            trio.run(tail, a)
-        except KeyboardInterrupt:
-            pass
-        return 0
-    rc = serial_cli.run_subcommand(a)
-    return 2 if rc is None else rc
 
 
 if __name__ == "__main__":

@@ -272,7 +272,7 @@ def test_config_file_precedence(tmp_path, monkeypatch):
     ("nope = 1\n", "unknown setting 'nope'"),
     ("ping_interval = \"soon\"\n", "ping_interval"),
     ("max_connections = 2.5\n", "integer"),
-    ("max_connections = 0\n", "must be > 0"),
+    ("max_connections = 0\n", "must be a whole number >= 1"),
     ("simulate = 1\n", "true or false"),
     ("log_format = \"xml\"\n", "not one of"),
     ("config = \"other.toml\"\n", "unknown setting"),

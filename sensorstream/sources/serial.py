@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,6 +34,7 @@ from ..hub import Hub
 from ..ingest.parsing import make_parser, profile_units
 from ..protocol import Channel
 from ..ingest.feed import StreamFeed
+from . import profile_schema
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +98,21 @@ def alert_rules(doc: dict[str, Any], stream_id: str, where: str | os.PathLike) -
 
 
 def load_device_profile(path: str | os.PathLike) -> SerialSpec:
-    """A device profile (docs/devices.md) -> SerialSpec. Raises ValueError with the reason."""
-    with open(path, "rb") as f:
-        doc = tomllib.load(f)
+    """A device profile (docs/devices.md) -> SerialSpec. Raises ProfileError (a
+    ValueError) naming the file, the key and what is allowed (profile_schema.py)."""
+    doc = profile_schema.read(path)
     port = doc.get("port", {})
     stream = doc.get("stream", {})
-    if not (port.get("path") or port.get("vid_pid") or port.get("serial_number")):
-        raise ValueError(f"{path}: [port] needs path, vid_pid or serial_number")
-    make_parser(doc)  # validate the [format] and [[channels]] tables now, not at first data
+    try:
+        make_parser(doc)  # the parser's own checks (struct syntax...) now, not at first data
+    except ValueError as e:
+        raise profile_schema.ProfileError(f"{os.fspath(path)}: {e}") from None
     sid = stream.get("id") or f"serial/{_slug(Path(path).stem)}"
     rate = stream.get("rate_hz")
-    alert_rules(doc, str(sid), path)  # checked now, like the formats: a bad limit is a start-up error
+    try:
+        alert_rules(doc, str(sid), path)  # checked now, like the formats: a bad limit is a start-up error
+    except ValueError as e:
+        raise profile_schema.ProfileError(str(e)) from None
     return SerialSpec(
         stream_id=str(sid),
         path=port.get("path"),

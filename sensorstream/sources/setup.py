@@ -15,6 +15,7 @@ import trio
 
 from ..config import ServerConfig
 from ..hub import Hub
+from ..server.security import ConfigError
 from .simulator import SimProfile, default_profiles, run_simulator, wide_profile
 
 Source = Callable[[], Awaitable[None]]
@@ -65,7 +66,7 @@ def serial_specs(cfg: ServerConfig) -> list:
     seen = set()
     for s in specs:
         if s.stream_id in seen:
-            raise SystemExit(f"sensorstream: two serial sources would both be stream {s.stream_id!r}")
+            raise ConfigError(f"two serial sources would both be stream {s.stream_id!r}: give one of them another [stream] id")
         seen.add(s.stream_id)
     return specs
 
