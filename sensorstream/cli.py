@@ -247,7 +247,7 @@ async def tail(a: argparse.Namespace) -> None:
             if a.batches:
                 if not _emit(f"{sid} seq={batch.seq} n={len(batch.timestamps)}"):
                     return
-                printed += len(batch.timestamps)
+                printed += 1
             else:
                 lines = []
                 for i, t in enumerate(batch.timestamps):
@@ -261,6 +261,28 @@ async def tail(a: argparse.Namespace) -> None:
                     return
             if a.count and printed >= a.count:
                 return
+
+
+def _run_tail(a: argparse.Namespace) -> int:
+    """`tail`: 0 when done (--count, or its reader left), 1 on a failure retrying
+    cannot fix (one line), 2 for a bad URL, 130 on Ctrl-C; never a traceback for those."""
+    from .client import BadURL, PermanentError, normalize_url
+
+    try:
+        a.url = normalize_url(a.url)
+    except BadURL as e:
+        print(f"sensorstream tail: error: {e}", file=sys.stderr)
+        return 2
+    # The client's connection reports (first failure, rate-limited retries) go to stderr as plain lines.
+    logging.basicConfig(level="WARNING", format="sensorstream tail: %(message)s")
+    try:
+        trio.run(tail, a)
+    except KeyboardInterrupt:
+        return 130
+    except PermanentError as e:
+        print(f"sensorstream tail: error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ----------------------------------------------------------------- config file
@@ -379,12 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             return 0
         if a.command == "tail":
-            logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
-            try:
-                trio.run(tail, a)
-            except KeyboardInterrupt:
-                pass
-            return 0
+            return _run_tail(a)
         rc = serial_cli.run_subcommand(a)
         return 2 if rc is None else rc
     except ConfigError as e:

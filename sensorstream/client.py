@@ -25,15 +25,20 @@ import logging
 import math
 import ssl
 import time
+import urllib.parse
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable
 
 import trio
 import trio_websocket
-from trio_websocket import ConnectionClosed, HandshakeError
+from trio_websocket import ConnectionClosed
 
-from . import protocol
+from . import excgroups, protocol
+from .client_errors import (  # noqa: F401  (re-exported: `from sensorstream.client import Unauthorized`)
+    BadURL, ClientError, ConnectFailed, NotFound, NotSensorstream, PermanentError, RetryReport, UnknownStream, Unauthorized,
+    UntrustedCertificate, _redact, classify, normalize_url,
+)
 from .protocol import Batch, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -57,14 +62,17 @@ class ClientState:
 class Client:
     def __init__(self, url: str, streams: Iterable[str], *, history_s: float = 0.0, reconnect: bool = True,
                  backoff_min: float = 0.5, backoff_max: float = 5.0, buffer: int = 4096, max_history_s: float = 60.0,
-                 ssl_context: "ssl.SSLContext | None" = None):
-        self.url = url
+                 ssl_context: "ssl.SSLContext | None" = None, connect_timeout: float = 10.0, report_interval: float = 10.0):
+        self.url = normalize_url(url)  # raises BadURL
         self.patterns = list(streams)
         self.history_s = history_s
         self.reconnect = reconnect
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
         self.max_history_s = max_history_s
         self.ssl_context = ssl_context  # for wss:// with a private CA or a self-signed certificate
+        self.connect_timeout = connect_timeout
+        self.last_error: ClientError | None = None  # the newest failure (retried or not)
+        self._report = RetryReport(report_interval)
         self.streams: dict[int, StreamInfo] = {}
         self.state = ClientState()
         self.connected = trio.Event()
@@ -94,31 +102,78 @@ class Client:
     # ------------------------------------------------------------------ connection loop
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, subscribe and read, reconnecting with backoff. A failure that
+        retrying cannot fix (PermanentError: a bad URL, 404, 401/403, an untrusted
+        certificate, not a sensorstream server, an unknown stream id) is raised;
+        the others are logged (the first, then one every `report_interval` s) and retried."""
         delay = self.backoff_min
         started = False
-        async with self._send:
+        # Closed without a checkpoint: a cancellation there would replace the error being raised.
+        try:
             while True:
                 try:
-                    async with trio_websocket.open_websocket_url(self.url, ssl_context=self.ssl_context) as ws:
-                        self._ws = ws
-                        self.state.connects += 1
-                        delay = self.backoff_min
-                        await self._subscribe(ws)
+                    with excgroups.unwrapped():
+                        async with trio.open_nursery() as conn_nursery:
+                            ws = await self._open(conn_nursery)
+                            try:
+                                self._ws = ws
+                                self.state.connects += 1
+                                delay = self.backoff_min
+                                await self._subscribe(ws)
+                                if not started:
+                                    started = True
+                                    task_status.started()
+                                await self._pump(ws)
+                            finally:
+                                conn_nursery.cancel_scope.cancel()
+                except Exception as e:
+                    err = classify(e, self.url)
+                    self.last_error = err
+                    if isinstance(err, PermanentError):
+                        raise err from None
+                    line = self._report.failed(err.message, trio.current_time())
+                    if line is not None and self.reconnect:
+                        log.warning("%s; retrying in %.1f s", line, delay)
+                    if not self.reconnect:
                         if not started:
-                            started = True
-                            task_status.started()
-                        await self._pump(ws)
-                except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError) as e:
-                    log.info("client: connection lost (%s)", type(e).__name__)
+                            raise err from None
+                        return
                 finally:
                     self._ws = None
                     self.connected = trio.Event()
-                if not self.reconnect:
-                    if not started:
-                        raise ConnectionError(f"could not connect to {self.url}")
-                    return
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
+        finally:
+            self._send.close()
+
+    async def _open(self, nursery: trio.Nursery) -> trio_websocket.WebSocketConnection:
+        """TCP, TLS and the WebSocket handshake, each step's failure its own error.
+
+        The TLS handshake is done here, not inside trio-websocket, which would
+        report a certificate it does not trust as a 60 s handshake timeout."""
+        u = urllib.parse.urlsplit(self.url)
+        tls = u.scheme == "wss"
+        port = u.port or (443 if tls else 80)
+        host = u.hostname or ""
+        with trio.fail_after(self.connect_timeout):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            try:
+                if tls:
+                    ctx = self.ssl_context or ssl.create_default_context()
+                    stream = trio.SSLStream(stream, ctx, server_hostname=host, https_compatible=True)
+                    await stream.do_handshake()
+                name = f"[{host}]" if ":" in host else host
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery, stream, name if port == (443 if tls else 80) else f"{name}:{port}",
+                    u.path + (f"?{u.query}" if u.query else ""),
+                )
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        line = self._report.connected()
+        if line is not None:
+            log.warning("%s: %s", _redact(self.url), line)
+        return ws
 
     async def _subscribe(self, ws) -> None:
         history = self.history_s
@@ -128,6 +183,7 @@ class Client:
         await ws.send_message(protocol.subscribe(self.patterns, ref="sub", history_s=history))
 
     async def _pump(self, ws) -> None:
+        await self._hello(ws)
         while True:
             msg = await ws.get_message()
             if isinstance(msg, bytes):
@@ -147,12 +203,7 @@ class Client:
                 continue
             m = protocol.parse_server_message(msg)
             kind = m["type"]
-            if kind == "hello":
-                self.state.session = m["session"]
-                self.state.heartbeat_s = m.get("heartbeat_s")
-                self.streams = {s["key"]: StreamInfo.from_json(s) for s in m["streams"]}
-                self.connected.set()
-            elif kind == "stream":
+            if kind == "stream":
                 info = StreamInfo.from_json(m["stream"])
                 self.streams[info.key] = info
             elif kind == "stream_removed":
@@ -164,17 +215,47 @@ class Client:
                 self.state.dropped[m["key"]] = self.state.dropped.get(m["key"], 0) + m["batches"]
             elif kind == "error":
                 self.state.errors.append(m)
+                if m.get("ref") == "sub" and m.get("code") == "unknown_stream":
+                    have = ", ".join(sorted(i.id for i in self.streams.values())[:20]) or "none"
+                    raise UnknownStream(f"{m.get('message')} on {_redact(self.url)} (streams: {have}; globs such as 'sim/*' also match streams added later)", self.url)
                 log.warning("server error: %s %s", m.get("code"), m.get("message"))
+            elif kind == "subscribed" and m.get("ref") == "sub" and not m.get("keys"):
+                have = ", ".join(sorted(i.id for i in self.streams.values())[:20]) or "none yet"
+                log.warning("no stream matches %s yet; waiting for one (streams now: %s)", " ".join(self.patterns), have)
             await self._send.send(m)
+
+    async def _hello(self, ws) -> None:
+        """The first message must be a sensorstream hello: anything else is another server."""
+        msg = await ws.get_message()
+        m = None
+        if isinstance(msg, str):
+            try:
+                m = protocol.parse_server_message(msg)
+            except ValueError:
+                m = None
+        if m is None or m.get("type") != "hello" or not isinstance(m.get("streams"), list):
+            raise NotSensorstream(f"{_redact(self.url)} speaks WebSocket but is not a sensorstream server (its first message was not a hello)", self.url)
+        self.state.session = m.get("session")
+        self.state.heartbeat_s = m.get("heartbeat_s")
+        self.streams = {s["key"]: StreamInfo.from_json(s) for s in m["streams"]}
+        self.connected.set()
+        await self._send.send(m)
 
 
 @asynccontextmanager
 async def open_client(url: str, streams: Iterable[str] = ("*",), **kwargs) -> AsyncIterator[Client]:
-    """Connect (waiting for the first connection) and run the client until the block ends."""
+    """Connect (waiting for the first connection) and run the client until the block ends.
+
+    Raises a PermanentError (BadURL, NotFound, Unauthorized, UntrustedCertificate,
+    NotSensorstream, UnknownStream) when retrying cannot help; waits, retrying and
+    logging, while the server cannot be reached. KeyboardInterrupt, trio.Cancelled
+    and the errors above come out as themselves, not wrapped in an exception group,
+    so `except KeyboardInterrupt:` in a script works."""
     client = Client(url, streams, **kwargs)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(client.run)
-        try:
-            yield client
-        finally:
-            nursery.cancel_scope.cancel()
+    with excgroups.unwrapped():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()

@@ -71,6 +71,8 @@ CASES = [
     ("simulate --pty --profile sim-imuu", 2, ["did you mean", "sim-imu"]),
     ("simulate --pty --link /missing-dir/x", 2, ["--link", "/missing-dir"]),
     ("tail --count -1", 2, ["--count"]),
+    ("tail ftp://127.0.0.1/ws", 2, ["bad url", "ftp", "ws://HOST:PORT/ws"]),
+    ("tail 127.0.0.1:99999", 2, ["bad url", "port"]),
     ("tail --history nan", 2, ["--history"]),
     # the port is taken
     ("serve --port {busy}", 1, ["cannot listen", "already in use", "--port"]),
