@@ -69,6 +69,9 @@ class StreamInfo:
     rate_hz: float | None = None
     status: str = "live"  # "live" | "disconnected"
     device: str = ""  # groups streams in the dashboard; defaults to the id's prefix
+    # Changes whenever the stream's history is lost (protocol.md, "Resume"): a
+    # client's (epoch, seq) names one batch for as long as the epoch lasts.
+    epoch: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +81,7 @@ class StreamInfo:
             "channels": [c.to_json() for c in self.channels],
             "rate_hz": self.rate_hz,
             "status": self.status,
+            "epoch": self.epoch,
         }
 
     @classmethod
@@ -89,6 +93,7 @@ class StreamInfo:
             rate_hz=None if d.get("rate_hz") is None else float(d["rate_hz"]),
             status=str(d.get("status", "live")),
             device=str(d.get("device", "")),
+            epoch=str(d.get("epoch", "")),
         )
 
 
@@ -176,8 +181,11 @@ def stream_removed(key: int) -> str:
     return _dumps({"type": "stream_removed", "key": key})
 
 
-def subscribed(ref: Any, keys: list[int]) -> str:
-    return _dumps({"type": "subscribed", "ref": ref, "keys": keys})
+def subscribed(ref: Any, keys: list[int], resumed: dict[str, dict[str, Any]] | None = None) -> str:
+    msg: dict[str, Any] = {"type": "subscribed", "ref": ref, "keys": keys}
+    if resumed:
+        msg["resumed"] = resumed
+    return _dumps(msg)
 
 
 def unsubscribed(ref: Any, keys: list[int]) -> str:
@@ -228,6 +236,8 @@ class Subscribe:
     ref: Any
     streams: tuple[str, ...]
     history_s: float = 0.0
+    # stream id -> (epoch, last seq received): see protocol.md, "Resume".
+    resume: dict[str, tuple[str, int]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +291,25 @@ def _patterns(msg: dict[str, Any], ref: Any) -> tuple[str, ...]:
     return tuple(streams)
 
 
+def _resume(raw: Any, ref: Any) -> dict[str, tuple[str, int]] | None:
+    """{"<stream id>": {"epoch": str, "seq": int}, ...} -> {id: (epoch, seq)}."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or len(raw) > MAX_PATTERNS:
+        raise ProtocolError("bad_field", f"'resume' must be an object of at most {MAX_PATTERNS} streams", ref)
+    out = {}
+    for sid, point in raw.items():
+        if not isinstance(point, dict) or not sid or len(sid) > MAX_PATTERN_LEN:
+            raise ProtocolError("bad_field", "'resume' maps stream ids to {\"epoch\": ..., \"seq\": ...}", ref)
+        epoch, seq = point.get("epoch"), point.get("seq")
+        if not isinstance(epoch, str) or len(epoch) > 64:
+            raise ProtocolError("bad_field", "a resume point's 'epoch' must be a string of at most 64 characters", ref)
+        if isinstance(seq, bool) or not isinstance(seq, int) or not -1 <= seq < 2**64:
+            raise ProtocolError("bad_field", "a resume point's 'seq' must be an integer from -1 to 2^64-1", ref)
+        out[sid] = (epoch, seq)
+    return out
+
+
 def parse_client_message(text: str | bytes) -> ClientMessage:
     """Parse one client text frame, or raise ProtocolError with a machine-readable code."""
     if isinstance(text, (bytes, bytearray)):
@@ -307,7 +336,7 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
             hist = 0
         if isinstance(hist, bool) or not isinstance(hist, (int, float)) or not math.isfinite(hist) or hist < 0:
             raise ProtocolError("bad_field", "'history_s' must be a non-negative number", ref)
-        return Subscribe(ref, _patterns(msg, ref), float(hist))
+        return Subscribe(ref, _patterns(msg, ref), float(hist), _resume(msg.get("resume"), ref))
     if kind == "unsubscribe":
         return Unsubscribe(ref, _patterns(msg, ref))
     if kind == "ping":
@@ -327,8 +356,12 @@ def parse_server_message(text: str) -> dict[str, Any]:
     return msg
 
 
-def subscribe(streams: list[str], ref: Any = None, history_s: float = 0.0) -> str:
-    return _dumps({"type": "subscribe", "ref": ref, "streams": streams, "history_s": history_s})
+def subscribe(streams: list[str], ref: Any = None, history_s: float = 0.0,
+              resume: dict[str, tuple[str, int]] | None = None) -> str:
+    msg: dict[str, Any] = {"type": "subscribe", "ref": ref, "streams": streams, "history_s": history_s}
+    if resume:
+        msg["resume"] = {sid: {"epoch": e, "seq": s} for sid, (e, s) in resume.items()}
+    return _dumps(msg)
 
 
 def unsubscribe(streams: list[str], ref: Any = None) -> str:

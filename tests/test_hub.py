@@ -40,7 +40,7 @@ def test_glob_subscription_covers_streams_added_later_and_catalog_updates_are_an
     hub = LocalHub()
     s = Sink()
     hub.attach(s)
-    keys, _ = hub.subscribe(s, ["dev/*"])
+    keys = hub.subscribe(s, ["dev/*"]).keys
     assert keys == []
     other = hub.add_stream("other", [Channel("x")])
     info = hub.add_stream("dev/b", [Channel("x")])
@@ -73,7 +73,7 @@ def test_history_is_bounded_in_seconds_and_bytes_and_meets_live_exactly():
         pub(hub, info.key, seq, float(seq))  # one batch per second
     s = Sink()
     hub.attach(s)
-    _, hist = hub.subscribe(s, ["a"], history_s=1000)  # asks for more than is kept
+    hist = hub.subscribe(s, ["a"], history_s=1000).history  # asks for more than is kept
     assert [f.seq for f in hist] == list(range(89, 100))  # the last 10 s (t >= 99 - 10)
     pub(hub, info.key, 100, 100.0)
     assert [f.seq for f in s.frames] == [100]  # live continues at the next seq: no gap, no duplicate
@@ -82,7 +82,7 @@ def test_history_is_bounded_in_seconds_and_bytes_and_meets_live_exactly():
     k = small.add_stream("a", [Channel("x")]).key
     for seq in range(100):
         pub(small, k, seq, float(seq))
-    _, hist = small.subscribe(Sink(), ["a"], history_s=1e9)
+    hist = small.subscribe(Sink(), ["a"], history_s=1e9).history
     assert sum(len(f.payload) for f in hist) <= 600 and hist[-1].seq == 99
 
 

@@ -68,7 +68,7 @@ def test_server_messages_are_compact_json_with_type():
     h = json.loads(p.hello("sensorstream/x", "s1", 2.0, [info]))
     assert h == {"type": "hello", "protocol": 1, "server": "sensorstream/x", "session": "s1", "heartbeat_s": 2.0,
                  "streams": [{"key": 3, "id": "sim/imu", "device": "sim", "channels": [{"name": "ax", "unit": "m/s²"}],
-                              "rate_hz": 200.0, "status": "live"}]}
+                              "rate_hz": 200.0, "status": "live", "epoch": ""}]}
     assert p.StreamInfo.from_json(h["streams"][0]) == p.StreamInfo(3, "sim/imu", (p.Channel("ax", "m/s²"),), 200.0, device="sim")
     assert json.loads(p.dropped(3, 5)) == {"type": "dropped", "key": 3, "batches": 5}
 

@@ -130,9 +130,10 @@ def _subscribe(s: "ClientSession", req: protocol.Subscribe) -> None:
     limit = s.cfg.max_subscriptions
     if len(s.subscriptions.union(req.streams)) > limit:
         raise protocol.ProtocolError("too_many_subscriptions", f"a connection holds at most {limit} stream patterns", req.ref)
-    keys, history = _hub_call(req.ref, s.hub.subscribe, s, req.streams, req.history_s)
+    got = _hub_call(req.ref, s.hub.subscribe, s, req.streams, req.history_s, req.resume)
+    keys, history = got.keys, got.history
     s.subscriptions.update(req.streams)
-    s.reply(protocol.subscribed(req.ref, keys))
+    s.reply(protocol.subscribed(req.ref, keys, {sid: r.to_json() for sid, r in got.resumed.items()}))
     if s.ctx.alerts is not None:
         for text in s.ctx.alerts.firing_messages(keys):
             s.reply(text)  # a late subscriber learns what is firing now
@@ -328,7 +329,9 @@ class ClientSession:
         """Run until the client goes away, a limit trips or the server stops. The
         reader runs here, in the connection's own task; a sender task, when one
         is needed, runs in `nursery` (the connection's, which outlives this call)."""
-        hello = protocol.hello(f"sensorstream/{__version__}", self.id, self.cfg.heartbeat_s, self.hub.catalog())
+        bus = self.hub.bus_status()
+        hello = protocol.hello(f"sensorstream/{__version__}", self.id, self.cfg.heartbeat_s, self.hub.catalog(),
+                               bus=None if bus is None else bus["up"])
         self._nursery = nursery
         keeper = None
         try:
@@ -340,7 +343,10 @@ class ClientSession:
                     keeper.add(self)
                     receive = self.conn.receive
                     while True:
-                        self.handle_message(await receive())
+                        msg = await receive()
+                        if self.hub.needs_ready and type(msg) is str and '"subscribe"' in msg:
+                            await self._ready(msg)
+                        self.handle_message(msg)
                 except (ConnectionClosed, CloseSession) as e:
                     self._ended_by(e)
         finally:
@@ -350,6 +356,17 @@ class ClientSession:
             if self._sender_scope is not None:
                 self._sender_scope.cancel()
             self.hub.detach(self)
+
+    async def _ready(self, msg: str) -> None:
+        """A bus hub fetches the history of the streams a subscribe names first (one
+        read per stream for all clients asking at once); the subscribe itself then
+        runs synchronously as always, so history still meets live exactly."""
+        try:
+            req = protocol.parse_client_message(msg)
+        except protocol.ProtocolError:
+            return  # handle_message answers it
+        if isinstance(req, protocol.Subscribe):
+            await self.hub.ready(req.streams)
 
     def _ended_by(self, e: "ConnectionClosed | CloseSession") -> None:
         """The one place that turns how a session ended into a reason and a close code."""
