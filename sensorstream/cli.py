@@ -35,6 +35,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 TOKEN_ENV = "SENSORSTREAM_TOKEN"
 DEFAULT_TAIL_URL = "ws://127.0.0.1:8765/ws"
+BUS_ENV = "SENSORSTREAM_BUS"
 
 
 def _webhook_url(text: str) -> str:
@@ -124,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--alert-webhook", type=_webhook_url, default=None, metavar="URL",
                    help="POST every alert transition (firing/resolved) as JSON to this http(s) URL; limits come from "
                         "[[alerts]] in device profiles and in --config")
+    g = s.add_argument_group("scale-out over Redis (docs/scaling.md)")
+    g.add_argument("--bus", default=None, metavar="URL",
+                   help=f"share streams with other sensorstream processes through Redis: redis://HOST:6379/0, rediss://..., "
+                        f"redis+cluster://H1:P1,H2:P2; also ${BUS_ENV}")
+    g.add_argument("--bus-ttl", type=_pos_float, default=d.bus_ttl_s,
+                   help="seconds after a publisher stops heartbeating that its streams show as disconnected")
+    g.add_argument("--bus-outbox-mb", type=_pos_float, default=d.bus_outbox_mb,
+                   help="MiB a publisher buffers while Redis is unreachable; the oldest batches are dropped beyond it")
     g = s.add_argument_group("health and logging")
     g.add_argument("--unhealthy-after", type=argtypes.positive_float, default=d.unhealthy_after_s, metavar="SECONDS",
                    help="/healthz answers 503 once a stream has been disconnected this many seconds (stale or failed: at once)")
@@ -158,6 +167,7 @@ def config_from_args(a: argparse.Namespace) -> ServerConfig:
         control_rate=a.control_rate, control_burst=a.control_burst, max_subscriptions=a.max_subscriptions,
         unhealthy_after_s=a.unhealthy_after, log_level=a.log_level, log_format=a.log_format,
         alerts=list(getattr(a, "alerts", [])), alert_webhook=a.alert_webhook,
+        bus=a.bus or None, bus_ttl_s=a.bus_ttl, bus_outbox_mb=a.bus_outbox_mb,
     )
     serial_cli.apply_args(cfg, a)
     return cfg
@@ -360,7 +370,7 @@ def config_file_defaults(serve_parser: argparse.ArgumentParser, path: str) -> di
 
 
 def parse_serve_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse, then layer: defaults < config file < $SENSORSTREAM_TOKEN < flags."""
+    """Parse, then layer: defaults < config file < $SENSORSTREAM_TOKEN, $SENSORSTREAM_BUS < flags."""
     a = p.parse_args(argv)
     if a.command != "serve":
         return a
@@ -368,6 +378,8 @@ def parse_serve_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argp
     defaults = config_file_defaults(sp, a.config) if a.config else {}
     if os.environ.get(TOKEN_ENV):
         defaults["token"] = os.environ[TOKEN_ENV]
+    if os.environ.get(BUS_ENV):
+        defaults["bus"] = os.environ[BUS_ENV]
     if not defaults:
         return a
     sp.set_defaults(**defaults)

@@ -57,3 +57,7 @@ class ServerConfig:
     # Alerts (docs/alerts.md): [[alerts]] of --config (profiles bring their own), and where to POST transitions
     alerts: list = field(default_factory=list)  # AlertRule
     alert_webhook: str | None = None
+    # Scale-out (docs/scaling.md): share streams through Redis. None: in-process only.
+    bus: str | None = None  # redis://, rediss://, redis+cluster://h1:p1,h2:p2
+    bus_ttl_s: float = 5.0  # a publisher's streams are disconnected this long after it stops heartbeating
+    bus_outbox_mb: float = 64.0  # what a publisher buffers while Redis is unreachable; oldest dropped beyond

@@ -160,17 +160,23 @@ def _dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
 
-def hello(server: str, session: str, heartbeat_s: float, streams: list[StreamInfo]) -> str:
-    return _dumps(
-        {
-            "type": "hello",
-            "protocol": PROTOCOL_VERSION,
-            "server": server,
-            "session": session,
-            "heartbeat_s": heartbeat_s,
-            "streams": [s.to_json() for s in streams],
-        }
-    )
+def hello(server: str, session: str, heartbeat_s: float, streams: list[StreamInfo], bus: bool | None = None) -> str:
+    msg: dict[str, Any] = {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "server": server,
+        "session": session,
+        "heartbeat_s": heartbeat_s,
+        "streams": [s.to_json() for s in streams],
+    }
+    if bus is not None:  # only a server with a bus (--bus) says whether it is up
+        msg["bus"] = {"up": bus}
+    return _dumps(msg)
+
+
+def bus(up: bool) -> str:
+    """The bus (Redis) went down or came back: remote streams stop or resume."""
+    return _dumps({"type": "bus", "up": up})
 
 
 def stream_msg(info: StreamInfo) -> str:

@@ -26,13 +26,13 @@ import trio
 from ..alerts.monitor import AlertCollector, AlertMonitor
 from ..alerts.webhook import Webhook
 from ..config import ServerConfig
-from ..hub import Hub, HubLimits, LocalHub
+from ..hub import Hub, HubLimits, open_hub
 from ..sources.setup import Source
 from ..sources.setup import alert_rules
 from ..sources.setup import from_config as sources_from_config
 from .http import HttpContext, StaticFiles, Upgrade, dashboard_dir, handle_http
 from .metrics import ServerStats, make_registry, render
-from .security import AddressCounts, check_bind, ssl_context
+from .security import AddressCounts, ConfigError, check_bind, ssl_context
 from .ws import ClientSession, Framer, Keeper, ServerConnection, SessionContext
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Server:
         # Refuse unsafe settings before anything starts (the CLI turns this into exit code 2).
         check_bind(cfg.host, cfg.token, cfg.insecure)
         self.ssl_context = ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None
-        self.hub = hub or LocalHub(HubLimits(history_s=cfg.history_s, history_bytes=int(cfg.history_mb * 1024 * 1024)))
+        self.hub = hub or self._open_hub(cfg)
         self.stats = ServerStats()
         self.queue_bytes = int(cfg.queue_mb * 1024 * 1024)  # per client (ClientSession.deliver)
         self.started_wall = time.time()
@@ -85,6 +85,16 @@ class Server:
         for source in sources_from_config(self.hub, cfg):
             self.add_source(source)
 
+    @staticmethod
+    def _open_hub(cfg: ServerConfig) -> Hub:
+        limits = HubLimits(history_s=cfg.history_s, history_bytes=int(cfg.history_mb * 1024 * 1024))
+        if not cfg.bus:
+            return open_hub(None, limits)
+        try:
+            return open_hub(cfg.bus, limits, ttl_s=cfg.bus_ttl_s, outbox_bytes=int(cfg.bus_outbox_mb * 1024 * 1024))
+        except ValueError as e:
+            raise ConfigError(f"--bus: {e}") from None
+
     # ------------------------------------------------------------------ sources
 
     def add_source(self, source: Source) -> None:
@@ -107,6 +117,7 @@ class Server:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.hub.run)  # the bus connection, if any, before sources publish
             for source in self.sources:
                 nursery.start_soon(self._run_source, source)
             with self._listen_scope:
@@ -274,15 +285,19 @@ class Server:
                 "last_batch_age_s": age, "batches": st.batches, "samples": st.samples, "subscribers": self.hub.subscriber_count_of(info.key),
                 **({"source": dict(st.source)} if st.source else {}),
             })
+        bus = self.hub.bus_status()
+        bus_down = bus is not None and not bus["up"]
         body = {
-            "status": "degraded" if unhealthy else "ok",
+            "status": "degraded" if unhealthy or bus_down else "ok",
             "uptime_s": round(now - self.started_wall, 3),
             "connections": self.stats.connections_open,
             "streams": streams,
         }
+        if bus is not None:
+            body["bus"] = bus
         if unhealthy:
             body["unhealthy_streams"] = unhealthy
-        return (503 if unhealthy else 200), body
+        return (503 if unhealthy or bus_down else 200), body
 
     def metrics_text(self) -> bytes:
         return render(self.registry)

@@ -124,6 +124,15 @@ class _Collector:
             for event, n in st.source.items():
                 source.add_metric([info.id, event], n)
         yield from (batches, samples, live, subs, source, frames_out, samples_out, bytes_out)
+        bus = hub.bus_status()
+        if bus is not None:  # never the URL: it may carry a password
+            yield GaugeMetricFamily("sensorstream_bus_up", "1 while the Redis bus is reachable", value=1 if bus["up"] else 0)
+            yield CounterMetricFamily("sensorstream_bus_reconnects", "Times the bus connection was set up again", value=bus["reconnects"])
+            yield GaugeMetricFamily("sensorstream_bus_outbox_batches", "Batches this publisher holds for Redis now", value=bus["outbox"])
+            yield CounterMetricFamily("sensorstream_bus_outbox_dropped_batches",
+                                      "Batches this publisher dropped (oldest first) while Redis was unreachable", value=bus["outbox_dropped"])
+            yield CounterMetricFamily("sensorstream_bus_lost_batches",
+                                      "Seqs this gateway found missing from history (announced to clients as dropped)", value=bus["lost"])
         yield GaugeMetricFamily("sensorstream_subscriptions", "Stream subscriptions held by all clients (client x stream)", value=subs_total)
         # Read at scrape time (the hot path keeps no count): a healthy client is
         # written to directly and never has a backlog.
