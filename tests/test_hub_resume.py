@@ -118,3 +118,13 @@ def test_subscribed_carries_resumed_only_when_asked():
     msg = json.loads(protocol.subscribed(1, [2], {"a": Resumed(False, reason="too_old", lost=4).to_json()}))
     assert msg["resumed"] == {"a": {"recovered": False, "reason": "too_old", "lost": 4}}
     assert json.loads(protocol.subscribe(["a"], resume={"a": ("e", 5)}))["resume"] == {"a": {"epoch": "e", "seq": 5}}
+
+
+def test_without_a_bus_the_redis_client_is_never_imported():
+    import subprocess
+    import sys
+    code = ("import sys; from sensorstream.config import ServerConfig; from sensorstream.server.app import Server; "
+            "import sensorstream.cli, sensorstream.client; Server(ServerConfig(port=0, simulate=True)); "
+            "assert 'coredis' not in sys.modules and 'sensorstream.hub.redis' not in sys.modules, 'imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

@@ -298,6 +298,8 @@ class RedisHub(LocalHub):
         p.removed = False
         p.info = replace(p.info, channels=channels, status="live")
         self._mark(p)
+        for obs in self.observers:
+            obs.on_stream(p.info)
         return p.info
 
     def update_stream(self, key: int, *, channels: Iterable[Channel] | None = None, status: str | None = None) -> StreamInfo:
@@ -315,6 +317,8 @@ class RedisHub(LocalHub):
         if info != p.info:
             p.info = info
             self._mark(p)
+            for obs in self.observers:
+                obs.on_stream(info)
         return info
 
     def remove_stream(self, key: int) -> None:
@@ -323,6 +327,8 @@ class RedisHub(LocalHub):
             return super().remove_stream(key)
         p.removed = True
         self._mark(p)
+        for obs in self.observers:
+            obs.on_removed(key)
 
     def publish(self, key: int, seq: int, timestamps: np.ndarray, values: np.ndarray) -> None:
         """Never blocks (a serial read must not wait on Redis): the batch joins a
@@ -340,6 +346,17 @@ class RedisHub(LocalHub):
             self._outbox_size -= old[2].nbytes + old[3].nbytes
             self.bus.outbox_dropped += 1
         self._work.set()
+        # Observers (alerts) watch where the samples are: on the publisher, by handle.
+        for obs in self.observers:
+            obs.on_batch(p.info, timestamps, values)
+
+    def notify_subscribers(self, key: int, text: str) -> None:
+        p = self._pubs.get(key)
+        if p is not None:
+            if p.key is None:
+                return
+            key = p.key
+        super().notify_subscribers(key, text)
 
     def next_seq(self, key: int) -> int:
         p = self._pubs.get(key)
@@ -359,9 +376,6 @@ class RedisHub(LocalHub):
         self._work.set()
 
     # ------------------------------------------------------------------ transport side
-
-    def catalog(self) -> list[StreamInfo]:
-        return super().catalog()
 
     async def ready(self, patterns: Iterable[str]) -> None:
         """Wait (bounded) until every stream the patterns match is mirrored: one
@@ -586,6 +600,7 @@ class RedisHub(LocalHub):
                 except* Exception as group:  # anything from Redis or the network: start again
                     # (When we are cancelled, coredis' teardown can add its own errors
                     # to the Cancelled; except* lets the Cancelled through regardless.)
+                    await trio.lowlevel.checkpoint_if_cancelled()  # shutting down: nothing to report
                     if self.bus.up:
                         e = _leaf(group)
                         log.warning("bus %s: lost (%s: %s)", self.url.shown, type(e).__name__, _short(e))
