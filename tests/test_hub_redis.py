@@ -3,8 +3,6 @@ tests/test_bus_e2e.py runs whole servers)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import trio
@@ -13,6 +11,7 @@ from sensorstream import protocol
 from sensorstream.hub import HubLimits
 from sensorstream.protocol import Channel
 
+from . import test_hub
 from .conftest import eventually
 from .redis_util import RedisCluster, RedisProc
 
@@ -20,17 +19,7 @@ pytest.importorskip("coredis")
 from sensorstream.hub.redis import RedisHub, parse_bus_url  # noqa: E402
 
 
-class Sink:
-    def __init__(self):
-        self.frames = []
-        self.texts = []
-
-    def deliver(self, frame):
-        self.frames.append(frame)
-
-    def notify(self, text):
-        self.texts.append(json.loads(text))
-
+class Sink(test_hub.Sink):
     def seqs(self, key=None):
         return [f.seq for f in self.frames if key is None or f.key == key]
 

@@ -135,20 +135,24 @@ class LocalHub(Hub):
 
     def update_stream(self, key: int, *, channels: Iterable[Channel] | None = None, status: str | None = None) -> StreamInfo:
         st = self._streams[key]
-        info = st.info
+        info = self._changed(st.info, st.stats, channels, status)
+        if info != st.info:
+            st.info = info
+            self._announce(protocol.stream_msg(info))
+            for obs in self.observers:
+                obs.on_stream(info)
+        return info
+
+    def _changed(self, info: StreamInfo, stats: StreamStats, channels: Iterable[Channel] | None, status: str | None) -> StreamInfo:
+        """`info` with new channels (checked against the limit) and/or status (timed)."""
         if channels is not None:
             channels = tuple(channels)
             self._check_channels(channels)
             info = replace(info, channels=channels)
         if status is not None and status != info.status:
             info = replace(info, status=status)
-            st.stats.status_since = time.time()
+            stats.status_since = time.time()
             log.info("stream %s is %s", info.id, status)
-        if info != st.info:
-            st.info = info
-            self._announce(protocol.stream_msg(info))
-            for obs in self.observers:
-                obs.on_stream(info)
         return info
 
     def remove_stream(self, key: int) -> None:

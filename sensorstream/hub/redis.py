@@ -306,14 +306,7 @@ class RedisHub(LocalHub):
         p = self._pubs.get(key)
         if p is None:  # a bus key: the gateway's own view (tests, or a local status change)
             return super().update_stream(key, channels=channels, status=status)
-        info = p.info
-        if channels is not None:
-            channels = tuple(channels)
-            self._check_channels(channels)
-            info = replace(info, channels=channels)
-        if status is not None and status != info.status:
-            info = replace(info, status=status)
-            p.stats.status_since = time.time()
+        info = self._changed(p.info, p.stats, channels, status)
         if info != p.info:
             p.info = info
             self._mark(p)
