@@ -38,6 +38,16 @@ DEFAULT_TAIL_URL = "ws://127.0.0.1:8765/ws"
 BUS_ENV = "SENSORSTREAM_BUS"
 
 
+def _bus_url(text: str) -> str:
+    from .hub.busurl import parse_bus_url  # no Redis client: that loads only when serving with a bus
+
+    try:
+        parse_bus_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _webhook_url(text: str) -> str:
     from .alerts.webhook import WebhookURLError, parse_url
 
@@ -126,12 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="POST every alert transition (firing/resolved) as JSON to this http(s) URL; limits come from "
                         "[[alerts]] in device profiles and in --config")
     g = s.add_argument_group("scale-out over Redis (docs/scaling.md)")
-    g.add_argument("--bus", default=None, metavar="URL",
+    g.add_argument("--bus", default=None, metavar="URL", type=_bus_url,
                    help=f"share streams with other sensorstream processes through Redis: redis://HOST:6379/0, rediss://..., "
                         f"redis+cluster://H1:P1,H2:P2; also ${BUS_ENV}")
-    g.add_argument("--bus-ttl", type=_pos_float, default=d.bus_ttl_s,
+    g.add_argument("--bus-ttl", type=argtypes.number(0.1, 3600), default=d.bus_ttl_s, metavar="SECONDS",
                    help="seconds after a publisher stops heartbeating that its streams show as disconnected")
-    g.add_argument("--bus-outbox-mb", type=_pos_float, default=d.bus_outbox_mb,
+    g.add_argument("--bus-outbox-mb", type=argtypes.number(0, 1_000_000, min_open=True), default=d.bus_outbox_mb, metavar="MIB",
                    help="MiB a publisher buffers while Redis is unreachable; the oldest batches are dropped beyond it")
     g = s.add_argument_group("health and logging")
     g.add_argument("--unhealthy-after", type=argtypes.positive_float, default=d.unhealthy_after_s, metavar="SECONDS",
