@@ -251,7 +251,7 @@ def _emit(text: str) -> bool:
 
 
 async def tail(a: argparse.Namespace) -> None:
-    from .client import open_client
+    from .client import Gap, open_client
 
     printed = 0
     ctx = None
@@ -260,7 +260,14 @@ async def tail(a: argparse.Namespace) -> None:
 
         ctx = ssl.create_default_context(cafile=a.cafile)
     async with open_client(a.url, a.stream or ["*"], history_s=a.history, ssl_context=ctx) as client:
-        async for batch in client:
+        async for batch in client.events():
+            if isinstance(batch, Gap):
+                # On stderr: stdout stays samples only, for whatever reads it.
+                lost = "an unknown number of" if batch.batches is None else str(batch.batches)
+                print(f"sensorstream tail: {batch.stream}: {lost} batches lost ({batch.reason})", file=sys.stderr, flush=True)
+                continue
+            if isinstance(batch, dict):
+                continue
             info = client.streams.get(batch.key)
             sid = info.id if info else f"key{batch.key}"
             names = [c.name for c in info.channels] if info else []

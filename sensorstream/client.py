@@ -7,12 +7,16 @@
 
 It subscribes, decodes binary frames into numpy views, keeps the catalog up
 to date, and when the connection drops it reconnects with capped exponential
-backoff, subscribes again and asks for the history it missed. Batches already
-seen (not newer than the last timestamp of their stream) are skipped, so a reconnect shows up
-as neither a gap (within the server's history) nor a duplicate.
-Stream keys are assumed stable across a reconnect to the same server; a
-restarted server may renumber them, and `client.streams` is refreshed from
-its hello.
+backoff and subscribes again with a resume point per stream it has seen: the
+(epoch, seq) of the last batch it got (protocol.md, "Resume"). The server
+replays what came after, so a reconnect shows up as neither a gap nor a
+duplicate; when it cannot (the server restarted, the client was away longer
+than history), `events()` yields a `Gap` saying how many batches are lost
+(when the server knows), and the stream continues live. Batches the server
+dropped for a slow client are reported the same way.
+
+Stream keys belong to one connection: resume points are kept by stream id,
+and `client.streams` is refreshed from every hello.
 
 A background task drains the socket all the time, which is what keeps
 trio-websocket answering the server's pings while the caller is busy.
@@ -22,9 +26,7 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import ssl
-import time
 import urllib.parse
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -46,29 +48,46 @@ log = logging.getLogger(__name__)
 MAX_ERRORS_KEPT = 100
 
 
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Batches of one stream this client will never get.
+
+    reason: "epoch_changed" (the server lost that stream's history: a restart),
+    "too_old" (away longer than the server's history), "unavailable" (the
+    server's bus was down), or "dropped" (the server dropped them for a slow
+    client). `batches` is None when the server cannot know (an epoch change
+    with no link to the old one)."""
+
+    stream: str
+    key: int
+    batches: int | None
+    reason: str
+
+
 @dataclass
 class ClientState:
     session: str | None = None
     heartbeat_s: float | None = None
     connects: int = 0
     last_seq: dict[int, int] = field(default_factory=dict)
-    last_t_by_key: dict[int, float] = field(default_factory=dict)
-    last_t: float | None = None
+    # stream id -> (epoch, last seq received): what a reconnect resumes from.
+    resume: dict[str, tuple[str, int]] = field(default_factory=dict)
     dropped: dict[int, int] = field(default_factory=dict)
+    gaps: int = 0  # Gap events, and the batches they counted
+    lost: int = 0
     # The newest server errors (a long-lived client must not keep them all).
     errors: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=MAX_ERRORS_KEPT))
 
 
 class Client:
     def __init__(self, url: str, streams: Iterable[str], *, history_s: float = 0.0, reconnect: bool = True,
-                 backoff_min: float = 0.5, backoff_max: float = 5.0, buffer: int = 4096, max_history_s: float = 60.0,
+                 backoff_min: float = 0.5, backoff_max: float = 5.0, buffer: int = 4096,
                  ssl_context: "ssl.SSLContext | None" = None, connect_timeout: float = 10.0, report_interval: float = 10.0):
         self.url = normalize_url(url)  # raises BadURL
         self.patterns = list(streams)
         self.history_s = history_s
         self.reconnect = reconnect
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
-        self.max_history_s = max_history_s
         self.ssl_context = ssl_context  # for wss:// with a private CA or a self-signed certificate
         self.connect_timeout = connect_timeout
         self.last_error: ClientError | None = None  # the newest failure (retried or not)
@@ -76,7 +95,7 @@ class Client:
         self.streams: dict[int, StreamInfo] = {}
         self.state = ClientState()
         self.connected = trio.Event()
-        self._send, self._recv = trio.open_memory_channel[Batch | dict](buffer)
+        self._send, self._recv = trio.open_memory_channel[Batch | Gap | dict](buffer)
         self._ws: trio_websocket.WebSocketConnection | None = None
 
     # ------------------------------------------------------------------ consuming
@@ -89,8 +108,8 @@ class Client:
             if isinstance(item, Batch):
                 yield item
 
-    async def events(self) -> AsyncIterator[Batch | dict]:
-        """Batches and control messages (dicts) in arrival order."""
+    async def events(self) -> AsyncIterator[Batch | Gap | dict]:
+        """Batches, gaps and control messages (dicts) in arrival order."""
         async for item in self._recv:
             yield item
 
@@ -176,11 +195,16 @@ class Client:
         return ws
 
     async def _subscribe(self, ws) -> None:
-        history = self.history_s
-        if self.state.last_t is not None:
-            # Ask for what we missed while away (deduplicated by seq below).
-            history = max(history, min(self.max_history_s, time.time() - self.state.last_t + 1.0))
-        await ws.send_message(protocol.subscribe(self.patterns, ref="sub", history_s=history))
+        # A stream seen before resumes where it stopped; any other gets the history
+        # asked for (the server applies one or the other per stream).
+        await ws.send_message(protocol.subscribe(self.patterns, ref="sub", history_s=self.history_s,
+                                                 resume=dict(self.state.resume) or None))
+
+    async def _gap(self, stream: str, key: int, batches: int | None, reason: str) -> None:
+        self.state.gaps += 1
+        self.state.lost += batches or 0
+        log.info("client: %s lost %s batches (%s)", stream, "?" if batches is None else batches, reason)
+        await self._send.send(Gap(stream, key, batches, reason))
 
     async def _pump(self, ws) -> None:
         await self._hello(ws)
@@ -188,16 +212,12 @@ class Client:
             msg = await ws.get_message()
             if isinstance(msg, bytes):
                 batch = protocol.decode_batch(msg)
-                # Deduplicate by time, not seq: after a reconnect the history we
-                # asked for overlaps what we saw, and a restarted server starts
-                # its seq afresh while its clock does not.
-                if len(batch.timestamps):
-                    t = float(batch.timestamps[-1])
-                    if t <= self.state.last_t_by_key.get(batch.key, -math.inf):
-                        continue
-                    if math.isfinite(t):
-                        self.state.last_t_by_key[batch.key] = t
-                        self.state.last_t = t
+                info = self.streams.get(batch.key)
+                if info is not None:
+                    point = self.state.resume.get(info.id)
+                    if point is not None and point[0] == info.epoch and batch.seq <= point[1]:
+                        continue  # seen already (a replay overlapping what we had)
+                    self.state.resume[info.id] = (info.epoch, batch.seq)
                 self.state.last_seq[batch.key] = batch.seq
                 await self._send.send(batch)
                 continue
@@ -205,23 +225,44 @@ class Client:
             kind = m["type"]
             if kind == "stream":
                 info = StreamInfo.from_json(m["stream"])
+                old = self.streams.get(info.key)
                 self.streams[info.key] = info
+                point = self.state.resume.get(info.id)
+                if point is not None and point[0] != info.epoch and old is not None and old.epoch == point[0]:
+                    # The server lost this stream's history while we were connected
+                    # (its bus restarted empty): seqs go on, what we missed comes as
+                    # `dropped`; keep our place under the new epoch.
+                    self.state.resume[info.id] = (info.epoch, point[1])
             elif kind == "stream_removed":
                 key = m["key"]
                 self.streams.pop(key, None)
-                for per_key in (self.state.last_seq, self.state.last_t_by_key, self.state.dropped):
+                for per_key in (self.state.last_seq, self.state.dropped):
                     per_key.pop(key, None)
+            elif kind == "subscribed":
+                if m.get("ref") == "sub" and not m.get("keys"):
+                    have = ", ".join(sorted(i.id for i in self.streams.values())[:20]) or "none yet"
+                    log.warning("no stream matches %s yet; waiting for one (streams now: %s)", " ".join(self.patterns), have)
+                await self._send.send(m)
+                for sid, r in (m.get("resumed") or {}).items():
+                    key = next((k for k, i in self.streams.items() if i.id == sid), -1)
+                    if not r.get("recovered"):
+                        await self._gap(sid, key, r.get("lost"), str(r.get("reason", "")))
+                        info = self.streams.get(key)
+                        if info is not None:  # what comes now is this epoch's, live
+                            self.state.resume.pop(sid, None)
+                continue
             elif kind == "dropped":
                 self.state.dropped[m["key"]] = self.state.dropped.get(m["key"], 0) + m["batches"]
+                await self._send.send(m)
+                info = self.streams.get(m["key"])
+                await self._gap(info.id if info else f"key{m['key']}", m["key"], m["batches"], "dropped")
+                continue
             elif kind == "error":
                 self.state.errors.append(m)
                 if m.get("ref") == "sub" and m.get("code") == "unknown_stream":
                     have = ", ".join(sorted(i.id for i in self.streams.values())[:20]) or "none"
                     raise UnknownStream(f"{m.get('message')} on {_redact(self.url)} (streams: {have}; globs such as 'sim/*' also match streams added later)", self.url)
                 log.warning("server error: %s %s", m.get("code"), m.get("message"))
-            elif kind == "subscribed" and m.get("ref") == "sub" and not m.get("keys"):
-                have = ", ".join(sorted(i.id for i in self.streams.values())[:20]) or "none yet"
-                log.warning("no stream matches %s yet; waiting for one (streams now: %s)", " ".join(self.patterns), have)
             await self._send.send(m)
 
     async def _hello(self, ws) -> None:
@@ -238,6 +279,7 @@ class Client:
         self.state.session = m.get("session")
         self.state.heartbeat_s = m.get("heartbeat_s")
         self.streams = {s["key"]: StreamInfo.from_json(s) for s in m["streams"]}
+        self.state.last_seq.clear()  # keys belong to the connection
         self.connected.set()
         await self._send.send(m)
 

@@ -91,7 +91,7 @@ async def test_client_state_stays_bounded(make_server):
                     break
         assert len(client.state.errors) == MAX_ERRORS_KEPT and server.stats.protocol_errors_total == n
         assert client.state.errors[-1]["code"] == "invalid_json"
-        assert batch.key not in client.state.last_seq and batch.key not in client.state.last_t_by_key
+        assert batch.key not in client.state.last_seq and batch.key not in client.state.dropped
 
 
 async def test_slow_history_reader_does_not_pin_history_and_is_told_what_it_missed(make_server):
