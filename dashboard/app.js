@@ -6,6 +6,7 @@ import { decodeBatch, wsUrl, PROTOCOL_VERSION } from "./protocol.js";
 import { Series, capacityFor, MAX_WINDOW_S } from "./ring.js";
 import { Chart, formatValue, clockLabel, LANE_GAP, LANE_MIN_PX } from "./chart.js";
 import { seriesToCsv, downloadText } from "./csv.js";
+import { resumePoints, applyResumed, noteEpoch } from "./resume.js";
 
 const WINDOWS = [[5, "5 s"], [30, "30 s"], [120, "2 min"], [600, "10 min"]];
 const DOM_UPDATE_MS = 250;       // legend values, ages, counters: 4 Hz is plenty for text
@@ -34,6 +35,7 @@ const state = {
   clockOffset: null,      // server time - local time, from live batch timestamps
   errors: [],             // last server `error` messages
   helloStreams: [],       // stream ids in the latest hello
+  bus: null,              // {up} from a server with a bus (--bus), else null
 };
 const streams = new Map();   // stream id -> StreamView
 const byKey = new Map();     // key (this session) -> StreamView
@@ -130,7 +132,8 @@ class StreamView {
     this.yFixed = [0, 1];
     this.split = null;          // one lane per channel? null: not decided yet (the chart decides from the data)
     this.splitByUser = false;   // the Split button was used: no more automatic decisions
-    this.lastSeq = null;        // per server session
+    this.lastSeq = null;        // seq of the last batch drawn (in epoch seqEpoch)
+    this.seqEpoch = "";         // the stream's epoch that lastSeq belongs to (resume.js)
     this.seqLost = 0;           // batches lost, from seq jumps
     this.announced = 0;         // batches the server said it dropped, not yet seen as a seq jump
     this.gapCount = 0;
@@ -254,7 +257,12 @@ class StreamView {
   }
 
   setInfo(info) {
-    if (this.key !== info.key) { byKey.delete(this.key); this.key = info.key; }
+    if (this.key !== info.key) {
+      // Keys are per connection: another stream may hold our old key by now.
+      if (byKey.get(this.key) === this) byKey.delete(this.key);
+      this.key = info.key;
+    }
+    noteEpoch(this, info.epoch);
     this.info = info;
     this.rateHz = info.rate_hz > 0 ? info.rate_hz : this.rateHz;
     const chans = info.channels.map((c) => ({ name: String(c.name), unit: String(c.unit ?? "") }));
@@ -298,6 +306,7 @@ class StreamView {
     }
     this.resync = false;
     this.lastSeq = b.seq;
+    this.seqEpoch = this.info.epoch ?? "";
     if (b.N === 0) return;
     if (b.C > this.series.nch) {
       for (let c = this.channels.length; c < b.C; c++) this.channels.push({ name: `ch${c}`, unit: "" });
@@ -473,10 +482,12 @@ function historyFor(sv) {
 }
 
 const pendingSubs = new Map();   // ref -> {patterns, history}
-function subscribe(patterns, history) {
+function subscribe(patterns, history, resume = null) {
   const ref = `sub-${++refCounter}`;
   pendingSubs.set(ref, { patterns, history });
-  conn.send({ type: "subscribe", ref, streams: patterns, history_s: Math.round(history * 1000) / 1000 });
+  const msg = { type: "subscribe", ref, streams: patterns, history_s: Math.round(history * 1000) / 1000 };
+  if (resume && Object.keys(resume).length) msg.resume = resume;   // streams seen before continue where they stopped
+  conn.send(msg);
 }
 
 function onHello(msg) {
@@ -485,6 +496,8 @@ function onHello(msg) {
   state.heartbeatS = conn.heartbeatS;
   state.connects = conn.connects;
   byKey.clear();
+  const points = resumePoints(streams.values());   // before the hello's epochs are applied
+  state.bus = msg.bus ?? null;
   state.helloStreams = (Array.isArray(msg.streams) ? msg.streams : []).map((x) => x && x.id);
   const ids = new Set();
   for (const info of Array.isArray(msg.streams) ? msg.streams : []) {
@@ -500,7 +513,7 @@ function onHello(msg) {
   }
   if (!streams.size) history = MAX_WINDOW_S;
   pendingSubs.clear();
-  subscribe(["*"], history);
+  subscribe(["*"], history, points);
   $("#empty").textContent = streams.size ? "" : "The server has no streams yet.";
   $("#empty").hidden = streams.size > 0;
   $("#session").textContent = `${state.server ?? "server"} · session ${state.session ?? "?"}`;
@@ -521,6 +534,7 @@ function onText(msg) {
     }
     case "subscribed":
       pendingSubs.delete(msg.ref);
+      applyResumed(msg.resumed, streams);
       for (const k of Array.isArray(msg.keys) ? msg.keys : []) { const sv = byKey.get(k); if (sv) sv.subscribed = true; }
       break;
     case "unsubscribed":
@@ -531,6 +545,10 @@ function onText(msg) {
       if (sv && msg.batches > 0) { sv.announced += msg.batches; sv.pendingGap = true; }
       break;
     }
+    case "bus":
+      state.bus = { up: msg.up === true };
+      showNotice(msg.up ? "Data bus back: streams resume." : "Data bus (Redis) unreachable: remote streams are paused.");
+      break;
     case "error": {
       state.errors.push({ ref: msg.ref, code: msg.code, message: msg.message, at: Date.now() });
       if (state.errors.length > 20) state.errors.shift();

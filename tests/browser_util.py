@@ -224,6 +224,8 @@ def _fake_main(argv: list[str]) -> int:  # pragma: no cover - a dev tool, exerci
     ap.add_argument("--skip-every", type=int, default=0, help="skip one seq every N batches (sim/env, sim/wide)")
     ap.add_argument("--dropped-every", type=int, default=0, help="announce+skip one batch every N (sim/power)")
     ap.add_argument("--no-env", action="store_true")
+    ap.add_argument("--keys", default="1,2,3", help="keys of sim/env,sim/imu,sim/power (a restart may hand out others)")
+    ap.add_argument("--epoch", default="", help="the streams' epoch (a restart is a new one)")
     a = ap.parse_args(argv)
 
     BATCH_S = 0.05
@@ -240,7 +242,7 @@ def _fake_main(argv: list[str]) -> int:  # pragma: no cover - a dev tool, exerci
             return {
                 "key": self.key, "id": self.id, "device": self.id.split("/")[0],
                 "channels": [{"name": n, "unit": u} for n, u in self.chans],
-                "rate_hz": self.rate, "status": "live",
+                "rate_hz": self.rate, "status": "live", "epoch": a.epoch,
             }
 
         def make(self, now):
@@ -264,9 +266,10 @@ def _fake_main(argv: list[str]) -> int:  # pragma: no cover - a dev tool, exerci
 
     streams: dict[int, Stream] = {}
     if not a.no_env:
-        streams[1] = Stream(1, "sim/env", [("temperature", "°C"), ("humidity", "%"), ("pressure", "hPa")], 10)
-        streams[2] = Stream(2, "sim/imu", [("ax", "m/s²"), ("ay", "m/s²"), ("az", "m/s²"), ("gx", "deg/s"), ("gy", "deg/s"), ("gz", "deg/s")], 200)
-        streams[3] = Stream(3, "sim/power", [("voltage", "V"), ("current", "A")], 100)
+        k_env, k_imu, k_power = (int(k) for k in a.keys.split(","))
+        streams[k_env] = Stream(k_env, "sim/env", [("temperature", "°C"), ("humidity", "%"), ("pressure", "hPa")], 10)
+        streams[k_imu] = Stream(k_imu, "sim/imu", [("ax", "m/s²"), ("ay", "m/s²"), ("az", "m/s²"), ("gx", "deg/s"), ("gy", "deg/s"), ("gz", "deg/s")], 200)
+        streams[k_power] = Stream(k_power, "sim/power", [("voltage", "V"), ("current", "A")], 100)
     if a.wide:
         c, r = a.wide.split(":")
         streams[4] = Stream(4, "sim/wide", [(f"ch{i:02d}", "V") for i in range(int(c))], float(r))

@@ -1,0 +1,96 @@
+"""The dashboard across server restarts and reconnects, in a real browser: keys are
+not trusted across connections, and streams resume by (epoch, seq).
+
+Fails (not skips) under CI=true without chromium, like tests/test_dashboard_browser.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .browser_util import CHROMIUM, ServerProcess, chromium_path, launch_chromium
+
+pytestmark = pytest.mark.browser
+
+if os.environ.get("CI") == "true" and not os.path.exists(CHROMIUM):
+    pytest.fail(f"chromium is required in CI ({CHROMIUM} missing)", pytrace=False)
+if chromium_path() is None:
+    pytest.skip(f"chromium not installed ({CHROMIUM})", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+IDS = ["sim/env", "sim/imu", "sim/power"]
+WAIT = 20_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+def _open(browser, url):
+    ctx = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    return ctx, page, errors
+
+
+def _all_advance(page, timeout=WAIT):
+    """Every stream's newest sample moves on by a second from now."""
+    t = page.evaluate("ids => Object.fromEntries(ids.map(id => [id, sensorstream.snapshot(id).tLast]))", IDS)
+    page.wait_for_function("([ids, t]) => ids.every(id => sensorstream.snapshot(id).tLast > t[id] + 1)",
+                           arg=[IDS, t], timeout=timeout, polling=100)
+
+
+def test_a_restarted_server_that_hands_out_other_keys_leaves_no_card_frozen(browser):
+    """The bug: after a restart `sim/env` got another stream's key, and its chart
+    stopped for good while its badge said LIVE."""
+    srv = ServerProcess(["--keys", "1,2,3", "--epoch", "a"], fake=True)
+    srv.start()
+    ctx, page, errors = _open(browser, srv.url)
+    try:
+        page.wait_for_function("ids => ids.every(id => sensorstream.ids().includes(id) && sensorstream.snapshot(id).len > 5)",
+                               arg=IDS, timeout=WAIT, polling=100)
+        connects = page.evaluate("sensorstream.state.connects")
+        srv.stop()
+        srv.args = ["--keys", "3,1,2", "--epoch", "b"]   # every key now belongs to another stream
+        srv.start()
+        page.wait_for_function("n => sensorstream.state.connects > n && sensorstream.state.conn === 'connected'",
+                               arg=connects, timeout=WAIT, polling=100)
+        _all_advance(page)
+        keys = page.evaluate("ids => ids.map(id => sensorstream.snapshot(id).key)", IDS)
+        assert keys == [3, 1, 2]
+        for sid in IDS:
+            snap = page.evaluate("id => sensorstream.snapshot(id)", sid)
+            assert snap["outages"] >= 1 and snap["gaps"], snap  # the restart is marked, not hidden
+        assert not errors, errors
+    finally:
+        ctx.close()
+        srv.stop()
+
+
+def test_a_reconnect_to_the_same_server_resumes_without_a_gap(browser):
+    srv = ServerProcess(["--simulate", "--seed", "1", "--heartbeat", "1"])
+    srv.start()
+    ctx, page, errors = _open(browser, srv.url)
+    try:
+        page.wait_for_function("ids => ids.every(id => sensorstream.ids().includes(id) && sensorstream.snapshot(id).len > 5)",
+                               arg=IDS, timeout=WAIT, polling=100)
+        connects = page.evaluate("sensorstream.state.connects")
+        page.evaluate("sensorstream.conn.ws.close()")   # the network drops the connection
+        page.wait_for_function("n => sensorstream.state.connects > n && sensorstream.state.conn === 'connected'",
+                               arg=connects, timeout=WAIT, polling=100)
+        _all_advance(page)
+        for sid in IDS:
+            snap = page.evaluate("id => sensorstream.snapshot(id)", sid)
+            assert snap["gaps"] == [] and snap["drops"] == 0 and snap["outages"] == 0, snap
+        assert page.evaluate("sensorstream.stats.duplicates") == 0
+        assert not errors, errors
+    finally:
+        ctx.close()
+        srv.stop()
