@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from .browser_util import CHROMIUM, ServerProcess, chromium_path, launch_chromium
+from .browser_util import CHROMIUM, ServerProcess, chromium_path
 
 pytestmark = pytest.mark.browser
 
@@ -23,12 +23,7 @@ IDS = ["sim/env", "sim/imu", "sim/power"]
 WAIT = 20_000
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
+from .test_dashboard_browser import browser  # noqa: E402,F401  (the module-scoped chromium fixture)
 
 
 def _open(browser, url):
@@ -38,6 +33,16 @@ def _open(browser, url):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
     return ctx, page, errors
+
+
+def _reconnected_after(page, act):
+    """Once every stream has data: `act()` (which breaks the connection), then wait for the next hello."""
+    page.wait_for_function("ids => ids.every(id => sensorstream.ids().includes(id) && sensorstream.snapshot(id).len > 5)",
+                           arg=IDS, timeout=WAIT, polling=100)
+    connects = page.evaluate("sensorstream.state.connects")
+    act()
+    page.wait_for_function("n => sensorstream.state.connects > n && sensorstream.state.conn === 'connected'",
+                           arg=connects, timeout=WAIT, polling=100)
 
 
 def _all_advance(page, timeout=WAIT):
@@ -54,14 +59,12 @@ def test_a_restarted_server_that_hands_out_other_keys_leaves_no_card_frozen(brow
     srv.start()
     ctx, page, errors = _open(browser, srv.url)
     try:
-        page.wait_for_function("ids => ids.every(id => sensorstream.ids().includes(id) && sensorstream.snapshot(id).len > 5)",
-                               arg=IDS, timeout=WAIT, polling=100)
-        connects = page.evaluate("sensorstream.state.connects")
-        srv.stop()
-        srv.args = ["--keys", "3,1,2", "--epoch", "b"]   # every key now belongs to another stream
-        srv.start()
-        page.wait_for_function("n => sensorstream.state.connects > n && sensorstream.state.conn === 'connected'",
-                               arg=connects, timeout=WAIT, polling=100)
+        def restart():
+            srv.stop()
+            srv.args = ["--keys", "3,1,2", "--epoch", "b"]   # every key now belongs to another stream
+            srv.start()
+
+        _reconnected_after(page, restart)
         _all_advance(page)
         keys = page.evaluate("ids => ids.map(id => sensorstream.snapshot(id).key)", IDS)
         assert keys == [3, 1, 2]
@@ -79,12 +82,7 @@ def test_a_reconnect_to_the_same_server_resumes_without_a_gap(browser):
     srv.start()
     ctx, page, errors = _open(browser, srv.url)
     try:
-        page.wait_for_function("ids => ids.every(id => sensorstream.ids().includes(id) && sensorstream.snapshot(id).len > 5)",
-                               arg=IDS, timeout=WAIT, polling=100)
-        connects = page.evaluate("sensorstream.state.connects")
-        page.evaluate("sensorstream.conn.ws.close()")   # the network drops the connection
-        page.wait_for_function("n => sensorstream.state.connects > n && sensorstream.state.conn === 'connected'",
-                               arg=connects, timeout=WAIT, polling=100)
+        _reconnected_after(page, lambda: page.evaluate("sensorstream.conn.ws.close()"))   # the network drops it
         _all_advance(page)
         for sid in IDS:
             snap = page.evaluate("id => sensorstream.snapshot(id)", sid)
