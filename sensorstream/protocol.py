@@ -49,6 +49,16 @@ MAX_STREAM_CHANNELS = 1024
 
 # --------------------------------------------------------------------------- catalog
 
+# Stream statuses, in one place: sources, the hub, /healthz, /metrics and the
+# dashboard all read them from here (docs/protocol.md, "Stream status").
+LIVE = "live"  # samples arriving
+STALE = "stale"  # live, but no sample for longer than staleness.stale_after(); live again with the next one
+DISCONNECTED = "disconnected"  # the source lost its device (unplugged, port gone) and is retrying
+FAILED = "failed"  # the source task died; `error` says why (it is restarted with backoff)
+STREAM_STATUSES = (LIVE, STALE, DISCONNECTED, FAILED)
+#: Statuses that make /healthz answer 503 at once (DISCONNECTED: after --unhealthy-after).
+UNHEALTHY_AT_ONCE = (STALE, FAILED)
+
 
 @dataclass(frozen=True, slots=True)
 class Channel:
@@ -67,11 +77,12 @@ class StreamInfo:
     id: str
     channels: tuple[Channel, ...]
     rate_hz: float | None = None
-    status: str = "live"  # "live" | "disconnected"
+    status: str = LIVE  # one of STREAM_STATUSES
     device: str = ""  # groups streams in the dashboard; defaults to the id's prefix
     # Changes whenever the stream's history is lost (protocol.md, "Resume"): a
     # client's (epoch, seq) names one batch for as long as the epoch lasts.
     epoch: str = ""
+    error: str | None = None  # why the stream is FAILED (a short human reason), else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +93,7 @@ class StreamInfo:
             "rate_hz": self.rate_hz,
             "status": self.status,
             "epoch": self.epoch,
+            **({"error": self.error} if self.error is not None else {}),
         }
 
     @classmethod
@@ -94,6 +106,7 @@ class StreamInfo:
             status=str(d.get("status", "live")),
             device=str(d.get("device", "")),
             epoch=str(d.get("epoch", "")),
+            error=None if d.get("error") is None else str(d["error"]),
         )
 
 

@@ -383,7 +383,8 @@ def test_ports_command_lists_or_says_none():
 async def test_a_failing_source_ends_alone_logged_and_counted(nursery, pty, caplog):
     """A source that hits something nobody foresaw (here: a device adding more
     channels than the hub allows a stream) ends on its own; the server, the
-    simulators and the clients go on, and the failure is counted and logged."""
+    simulators and the clients go on, and the failure is counted and logged. Its
+    stream says `failed`, with the reason (sources/supervisor.py restarts it later)."""
     from sensorstream.config import ServerConfig
     from sensorstream.hub import HubLimits, LocalHub
     from sensorstream.server.app import Server
@@ -400,7 +401,8 @@ async def test_a_failing_source_ends_alone_logged_and_counted(nursery, pty, capl
     pty.write(b"a:1 b:2 c:3 d:4 e:5 f:6 g:7\n")  # a 7th channel: the hub refuses it
     await eventually(lambda: server.stats.source_failures_total, timeout=10)
     assert server.stats.source_failures_total == 1
-    assert server.hub.stream_by_id("dev/test").status == "disconnected"
+    failed = server.hub.stream_by_id("dev/test")
+    assert failed.status == "failed" and "at most 6 channels" in failed.error
     assert any(getattr(r, "event", None) == "source_failed" and r.exc_info for r in caplog.records)
     seq = (await c.recv_batch())["seq"]  # the simulator's stream goes on
     assert (await c.recv_batch())["seq"] == seq + 1

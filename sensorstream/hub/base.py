@@ -153,7 +153,10 @@ class Hub(abc.ABC):
         """Register a stream; the returned info's key is the handle for the calls below."""
 
     @abc.abstractmethod
-    def update_stream(self, key: int, *, channels: Iterable[Channel] | None = None, status: str | None = None) -> StreamInfo: ...
+    def update_stream(self, key: int, *, channels: Iterable[Channel] | None = None, status: str | None = None,
+                      error: str | None = None) -> StreamInfo:
+        """Change a stream's channels and/or status (protocol.STREAM_STATUSES). `error`
+        is the reason of a FAILED status; any other status clears it."""
 
     @abc.abstractmethod
     def remove_stream(self, key: int) -> None: ...

@@ -99,7 +99,7 @@ class LocalHub(Hub):
             # A source restarting under the same id (e.g. a device replugged)
             # continues its stream: same key, seq carries on.
             key = self._by_id[id]
-            return self.update_stream(key, channels=channels, status="live")
+            return self.update_stream(key, channels=channels, status=protocol.LIVE)
         if len(self._streams) >= self.limits.max_streams:
             raise HubError("too_many_streams", f"the hub holds at most {self.limits.max_streams} streams")
         self._check_channels(channels)
@@ -133,9 +133,10 @@ class LocalHub(Hub):
         log.info("stream added: %s (key %d, %d channels)", info.id, info.key, len(info.channels))
         return st
 
-    def update_stream(self, key: int, *, channels: Iterable[Channel] | None = None, status: str | None = None) -> StreamInfo:
+    def update_stream(self, key: int, *, channels: Iterable[Channel] | None = None, status: str | None = None,
+                      error: str | None = None) -> StreamInfo:
         st = self._streams[key]
-        info = self._changed(st.info, st.stats, channels, status)
+        info = self._changed(st.info, st.stats, channels, status, error)
         if info != st.info:
             st.info = info
             self._announce(protocol.stream_msg(info))
@@ -143,16 +144,21 @@ class LocalHub(Hub):
                 obs.on_stream(info)
         return info
 
-    def _changed(self, info: StreamInfo, stats: StreamStats, channels: Iterable[Channel] | None, status: str | None) -> StreamInfo:
-        """`info` with new channels (checked against the limit) and/or status (timed)."""
+    def _changed(self, info: StreamInfo, stats: StreamStats, channels: Iterable[Channel] | None, status: str | None,
+                 error: str | None = None) -> StreamInfo:
+        """`info` with new channels (checked against the limit) and/or status (timed;
+        `error` kept only with FAILED)."""
         if channels is not None:
             channels = tuple(channels)
             self._check_channels(channels)
             info = replace(info, channels=channels)
-        if status is not None and status != info.status:
-            info = replace(info, status=status)
-            stats.status_since = time.time()
-            log.info("stream %s is %s", info.id, status)
+        if status is not None:
+            error = error if status == protocol.FAILED else None
+            if status != info.status:
+                stats.status_since = time.time()
+                log.info("stream %s is %s%s", info.id, status, f" ({error})" if error else "")
+            if status != info.status or error != info.error:
+                info = replace(info, status=status, error=error)
         return info
 
     def remove_stream(self, key: int) -> None:

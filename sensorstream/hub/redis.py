@@ -231,11 +231,12 @@ class RedisHub(LocalHub):
             obs.on_stream(p.info)
         return p.info
 
-    def update_stream(self, key: int, *, channels: Iterable[Channel] | None = None, status: str | None = None) -> StreamInfo:
+    def update_stream(self, key: int, *, channels: Iterable[Channel] | None = None, status: str | None = None,
+                      error: str | None = None) -> StreamInfo:
         p = self._pubs.get(key)
         if p is None:  # a bus key: the gateway's own view (tests, or a local status change)
-            return super().update_stream(key, channels=channels, status=status)
-        info = self._changed(p.info, p.stats, channels, status)
+            return super().update_stream(key, channels=channels, status=status, error=error)
+        info = self._changed(p.info, p.stats, channels, status, error)
         if info != p.info:
             p.info = info
             self._mark(p)

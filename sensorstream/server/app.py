@@ -23,11 +23,14 @@ from typing import Callable
 
 import trio
 
+from .. import protocol
 from ..alerts.monitor import AlertCollector, AlertMonitor
 from ..alerts.webhook import Webhook
 from ..config import ServerConfig
 from ..hub import Hub, HubLimits, open_hub
 from ..sources.setup import Source
+from ..sources.supervisor import SourceStreams, supervise
+from ..staleness import StalenessWatcher
 from ..sources.setup import alert_rules
 from ..sources.setup import from_config as sources_from_config
 from .http import HttpContext, StaticFiles, Upgrade, dashboard_dir, handle_http
@@ -67,6 +70,9 @@ class Server:
         # Alerts watch every stream through the hub (docs/alerts.md): --config's rules and the profiles'.
         self.alerts = AlertMonitor(self.hub, alert_rules(cfg), webhook=Webhook(cfg.alert_webhook) if cfg.alert_webhook else None)
         self.registry.register(AlertCollector(self.alerts))
+        # Stream statuses that tell the truth: stale when quiet, failed when its source died.
+        self.staleness = StalenessWatcher(self.hub, cfg.window_s)
+        self.hub.add_observer(SourceStreams())
         self.sessions: set[ClientSession] = set()
         self.keeper = Keeper(cfg.ping_interval, cfg.ping_timeout, cfg.heartbeat_s)
         self.ws_context = SessionContext(cfg, self.hub, self.stats, self.keeper, Framer(), self.queue_bytes, self.alerts)
@@ -80,6 +86,7 @@ class Server:
         self._no_connections = trio.Event()
         self._no_connections.set()
         self._listen_scope = trio.CancelScope()
+        self._shutting_down = False
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         for source in sources_from_config(self.hub, cfg):
@@ -103,16 +110,13 @@ class Server:
     # ------------------------------------------------------------------ lifecycle
 
     async def _run_source(self, source: Source) -> None:
-        """A source that fails (a bug, or a device nobody foresaw) ends alone: it is
-        logged with its traceback and counted, and the server and the other sources
-        go on. Sources handle the failures they expect (a port that vanishes, bad
-        bytes) themselves; this is the backstop. Its stream is left `disconnected`
-        (the source's own cleanup), which /healthz reports after a while."""
-        try:
-            await source()
-        except Exception:  # Cancelled is a BaseException: shutdown still goes through
-            self.stats.source_failures_total += 1
-            log.exception("a source failed; the server goes on without it", extra={"event": "source_failed"})
+        """Every source runs under the supervisor (sources/supervisor.py): one that
+        fails marks its streams `failed`, is logged and counted, and is restarted with
+        backoff; the server and the other sources go on."""
+        await supervise(self.hub, source, on_failure=self._source_failed)
+
+    def _source_failed(self) -> None:
+        self.stats.source_failures_total += 1
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -120,20 +124,28 @@ class Server:
             await nursery.start(self.hub.run)  # the bus connection, if any, before sources publish
             for source in self.sources:
                 nursery.start_soon(self._run_source, source)
-            with self._listen_scope:
-                listeners = await nursery.start(
-                    functools.partial(trio.serve_tcp, self._handle_tcp, self.cfg.port, host=self.cfg.host, handler_nursery=nursery)
-                )
+            # Opened here (a taken port fails before anything is served) and served in a
+            # task that _listen_scope covers, so shutdown() really stops accepting.
+            listeners = await trio.open_tcp_listeners(self.cfg.port, host=self.cfg.host)
+            nursery.start_soon(self._accept, listeners, nursery)
             self.port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(self._log_drops)
             nursery.start_soon(self.keeper.run)
             nursery.start_soon(self.alerts.run)
+            nursery.start_soon(self.staleness.run)
             log.info("listening on %s://%s:%d/", "https" if self.ssl_context else "http", self.cfg.host, self.port,
                      extra={"event": "listening", "port": self.port, "tls": bool(self.ssl_context), "token": bool(self.cfg.token)})
             task_status.started(self.port)
 
+    async def _accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
+        with self._listen_scope:  # cancelling it closes the listeners (trio.serve_listeners)
+            await trio.serve_listeners(self._handle_tcp, listeners, handler_nursery=nursery)
+
     async def shutdown(self) -> None:
-        """Stop accepting, close every client with 1001, then stop the sources."""
+        """Stop accepting (listeners closed first: a dashboard reconnecting at once is
+        refused, not served and closed again), close every client with 1001, then
+        stop the sources."""
+        self._shutting_down = True
         self._listen_scope.cancel()
         for s in list(self.sessions):
             s.stop("server shutting down", 1001)
@@ -154,6 +166,9 @@ class Server:
             await self._changed.wait()
 
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+        if self._shutting_down:  # accepted in the instant before the listener closed
+            await trio.aclose_forcefully(stream)
+            return
         cfg = self.cfg
         peer, address = _peer(stream)
         refuse = None
@@ -278,10 +293,12 @@ class Server:
             st = self.hub.stats(info.key)
             age = None if st.last_batch_wall is None else round(now - st.last_batch_wall, 3)
             since = now - st.status_since
-            if info.status != "live" and since > self.cfg.unhealthy_after_s:
+            # stale and failed at once; disconnected (or anything else not live) after --unhealthy-after
+            if info.status != protocol.LIVE and (info.status in protocol.UNHEALTHY_AT_ONCE or since > self.cfg.unhealthy_after_s):
                 unhealthy.append(info.id)
             streams.append({
-                "id": info.id, "key": info.key, "status": info.status, "status_for_s": round(since, 3),
+                "id": info.id, "key": info.key, "status": info.status, **({"error": info.error} if info.error else {}),
+                "status_for_s": round(since, 3),
                 "last_batch_age_s": age, "batches": st.batches, "samples": st.samples, "subscribers": self.hub.subscriber_count_of(info.key),
                 **({"source": dict(st.source)} if st.source else {}),
             })

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field, fields
 
 from prometheus_client import CollectorRegistry, generate_latest
+
+from .. import protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
@@ -105,6 +107,9 @@ class _Collector:
         batches = CounterMetricFamily("sensorstream_stream_batches", "Batches published per stream", labels=["stream"])
         samples = CounterMetricFamily("sensorstream_stream_samples", "Samples published per stream", labels=["stream"])
         live = GaugeMetricFamily("sensorstream_stream_live", "1 if the stream is live", labels=["stream"])
+        # A state set: one series per status, 1 for the stream's current one (alert on status="stale" == 1).
+        status = GaugeMetricFamily("sensorstream_stream_status", "1 for the stream's current status (live, stale, disconnected, failed)",
+                                   labels=["stream", "status"])
         subs = GaugeMetricFamily("sensorstream_stream_subscribers", "Subscribers per stream", labels=["stream"])
         source = CounterMetricFamily("sensorstream_source_events", "Source counters (parse errors, reconnects...)", labels=["stream", "event"])
         frames_out = CounterMetricFamily("sensorstream_stream_frames_out", "Batches queued to subscribers per stream (batch x subscribers)", labels=["stream"])
@@ -119,11 +124,13 @@ class _Collector:
             samples_out.add_metric([info.id], getattr(st, "samples_out", 0))
             bytes_out.add_metric([info.id], getattr(st, "bytes_out", 0))
             subs_total += hub.subscriber_count_of(info.key)
-            live.add_metric([info.id], 1 if info.status == "live" else 0)
+            live.add_metric([info.id], 1 if info.status == protocol.LIVE else 0)
+            for name in protocol.STREAM_STATUSES if info.status in protocol.STREAM_STATUSES else (*protocol.STREAM_STATUSES, info.status):
+                status.add_metric([info.id, name], 1 if info.status == name else 0)
             subs.add_metric([info.id], hub.subscriber_count_of(info.key))
             for event, n in st.source.items():
                 source.add_metric([info.id, event], n)
-        yield from (batches, samples, live, subs, source, frames_out, samples_out, bytes_out)
+        yield from (batches, samples, live, status, subs, source, frames_out, samples_out, bytes_out)
         bus = hub.bus_status()
         if bus is not None:  # never the URL: it may carry a password
             yield GaugeMetricFamily("sensorstream_bus_up", "1 while the Redis bus is reachable", value=1 if bus["up"] else 0)

@@ -1,0 +1,136 @@
+"""`live` -> `stale` -> `live`: a stream that stops producing samples says so.
+
+The rule: a `live` stream with no batch for longer than
+
+    stale_after = max(2 s, 5 x its nominal sample period, 3 x the batch window)
+
+becomes `stale` (a `stream` message announces it), and its next batch makes it
+`live` again. That covers a silent port, a device that switched to a format
+the parser does not read, and a hung source, none of which is a disconnect.
+
+`StaleTracker` is the rule alone, sans I/O: told about streams and batches
+with a clock reading, it answers which streams just went stale and when to
+look next. `StalenessWatcher` is the thin part: a hub observer (called
+synchronously for every stream change and batch, see hub.Observer) plus one
+task for the whole server that sleeps until the next deadline.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import trio
+
+from . import protocol
+from .hub import Hub
+from .protocol import StreamInfo
+
+MIN_STALE_S = 2.0
+PERIODS = 5  # nominal sample periods without a sample
+WINDOWS = 3  # batch windows without a batch
+#: The watcher looks at most this often: a stream is declared stale at most this late,
+#: and a server with many streams wakes a bounded number of times a second.
+RESOLUTION_S = 0.25
+
+
+def stale_after(rate_hz: float | None, window_s: float) -> float:
+    """Seconds without a sample after which a live stream is stale."""
+    period = 1.0 / rate_hz if rate_hz and rate_hz > 0 else 0.0
+    return max(MIN_STALE_S, PERIODS * period, WINDOWS * window_s)
+
+
+class StaleTracker:
+    """Which live streams have gone quiet. Pure: every call takes `now`."""
+
+    def __init__(self, window_s: float):
+        self.window_s = window_s
+        # key -> [deadline, limit] for streams being watched (live ones)
+        self._live: dict[int, list[float]] = {}
+        self._stale: set[int] = set()
+
+    def on_stream(self, info: StreamInfo, now: float) -> None:
+        """A stream appeared or changed. Only `live` streams are watched; the clock
+        of one that (re)turns live starts now."""
+        key = info.key
+        if info.status == protocol.LIVE:
+            self._stale.discard(key)
+            entry = self._live.get(key)
+            limit = stale_after(info.rate_hz, self.window_s)
+            if entry is None:
+                self._live[key] = [now + limit, limit]
+            else:
+                entry[1] = limit
+        elif info.status == protocol.STALE:
+            self._live.pop(key, None)
+            self._stale.add(key)
+        else:  # disconnected, failed...: someone else's story
+            self._live.pop(key, None)
+            self._stale.discard(key)
+
+    def on_removed(self, key: int) -> None:
+        self._live.pop(key, None)
+        self._stale.discard(key)
+
+    def on_batch(self, key: int, now: float) -> bool:
+        """A batch arrived. True if the stream was stale (the caller makes it live)."""
+        entry = self._live.get(key)
+        if entry is not None:
+            entry[0] = now + entry[1]
+            return False
+        return key in self._stale
+
+    def due(self, now: float) -> list[int]:
+        """Streams that just went stale (each reported once, until it is live again)."""
+        out = [key for key, (deadline, _) in self._live.items() if deadline <= now]
+        for key in out:
+            del self._live[key]
+            self._stale.add(key)
+        return out
+
+    def next_deadline(self) -> float | None:
+        return min((d for d, _ in self._live.values()), default=None)
+
+
+class StalenessWatcher:
+    """Applies StaleTracker to a hub: marks streams stale, and live on their next batch."""
+
+    def __init__(self, hub: Hub, window_s: float, *, clock: Callable[[], float] = trio.current_time,
+                 resolution_s: float = RESOLUTION_S):
+        self.hub = hub
+        self.tracker = StaleTracker(window_s)
+        self.clock = clock
+        self.resolution_s = resolution_s
+        self._wake = trio.Event()
+        hub.add_observer(self)
+
+    # ---- hub observer: synchronous, never blocks
+
+    def on_stream(self, info: StreamInfo) -> None:
+        self.tracker.on_stream(info, self.clock())
+        self._wake.set()  # a new deadline may be earlier than the one being slept to
+
+    def on_removed(self, key: int) -> None:
+        self.tracker.on_removed(key)
+
+    def on_batch(self, info: StreamInfo, timestamps: np.ndarray, values: np.ndarray) -> None:
+        if self.tracker.on_batch(info.key, self.clock()):
+            self.hub.update_stream(info.key, status=protocol.LIVE)
+
+    # ---- task
+
+    async def run(self) -> None:
+        last = -math.inf
+        while True:
+            self._wake = trio.Event()
+            deadline = self.tracker.next_deadline()
+            if deadline is not None:
+                # Batches only push deadlines later, so waking at one that moved finds
+                # nothing due; looking at most every `resolution_s` bounds that work.
+                deadline = max(deadline, last + self.resolution_s)
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._wake.wait()
+            last = self.clock()
+            for key in self.tracker.due(last):
+                self.hub.update_stream(key, status=protocol.STALE)
