@@ -7,6 +7,7 @@ import { Series, capacityFor, MAX_WINDOW_S } from "./ring.js";
 import { Chart, formatValue, clockLabel, LANE_GAP, LANE_MIN_PX } from "./chart.js";
 import { seriesToCsv, downloadText } from "./csv.js";
 import { resumePoints, applyResumed, noteEpoch } from "./resume.js";
+import { streamBadge, accessText, AccessProbe, NO_SOURCES } from "./status.js";
 
 const WINDOWS = [[5, "5 s"], [30, "30 s"], [120, "2 min"], [600, "10 min"]];
 const DOM_UPDATE_MS = 250;       // legend values, ages, counters: 4 Hz is plenty for text
@@ -53,6 +54,7 @@ const stats = {
 let theme = null;
 let conn = null;
 let refCounter = 0;
+const access = new AccessProbe(() => updateConnUi());   // "needs a token" instead of endless reconnecting
 
 function pushBounded(arr, v) {
   arr.push(v);
@@ -361,12 +363,13 @@ class StreamView {
   /** Text parts of the card, at DOM_UPDATE_MS. Writes only what changed. */
   update() {
     const set = (el, key, text) => { if (this.shownText[key] !== text) { this.shownText[key] = text; el.textContent = text; } };
-    const status = this.info.status === "disconnected" ? "disconnected" : "live";
-    if (this.el.dataset.status !== status) { this.el.dataset.status = status; this.statusEl.className = `badge ${status}`; }
-    set(this.statusEl, "status", status);
     let age = NaN;
     if (this.lastBatchAt !== null) age = (performance.now() - this.lastBatchAt) / 1000;
     else if (this.series.len) age = viewEnd() - this.series.tLast;
+    const badge = streamBadge(this.info, { connected: state.conn === "connected", ageS: age });
+    if (this.el.dataset.status !== badge.status) { this.el.dataset.status = badge.status; this.statusEl.className = `badge ${badge.status}`; }
+    set(this.statusEl, "status", badge.text);
+    if (this.statusEl.title !== badge.title) this.statusEl.title = badge.title;
     set(this.ageEl, "age", ageText(age));
     const d = this.drops;
     set(this.dropsEl, "drops", d ? `${d} dropped` : this.gapCount ? `${this.gapCount} gap${this.gapCount > 1 ? "s" : ""}` : "");
@@ -514,7 +517,8 @@ function onHello(msg) {
   if (!streams.size) history = MAX_WINDOW_S;
   pendingSubs.clear();
   subscribe(["*"], history, points);
-  $("#empty").textContent = streams.size ? "" : "The server has no streams yet.";
+  $("#empty").textContent = streams.size ? "" : NO_SOURCES;
+  access.connected();
   $("#empty").hidden = streams.size > 0;
   $("#session").textContent = `${state.server ?? "server"} · session ${state.session ?? "?"}`;
 }
@@ -598,6 +602,8 @@ function updateConnUi() {
     const wait = Math.max(0, (c.nextRetryAt - performance.now()) / 1000);
     text = `Disconnected — retry ${c.attempt}${c.ws ? " in progress" : ` in ${wait.toFixed(0)} s`}`;
   }
+  const refused = accessText(access.problem);
+  if (refused && c.state !== "connected") { text = refused; el.dataset.state = "unauthorized"; }
   const t = $("#conn-text");
   if (t.textContent !== text) t.textContent = text;
   $("#retry").hidden = c.state !== "disconnected";
@@ -678,7 +684,7 @@ function need(id) {
   return sv;
 }
 window.sensorstream = {
-  state, stats, streams,
+  state, stats, streams, access,
   get conn() { return conn; },
   ids: () => [...streams.keys()],
   snapshot: (id) => (id === undefined ? [...streams.values()].map((sv) => sv.snapshot()) : need(id).snapshot()),
@@ -705,7 +711,10 @@ function main() {
   buildHeader();
   conn = new Connection(wsUrl(), {
     onHello, onText, onBinary,
-    onState: () => updateConnUi(),
+    onState: (st, c) => {
+      if (st !== "connected" && !c.gotHello) access.failed();   // refused before its hello: a token?
+      updateConnUi();
+    },
   });
   window.sensorstream.url = conn.url;
   conn.start();

@@ -56,6 +56,10 @@ class ServerThread:
         if self._failed:
             raise self._failed
 
+    def run_sync(self, fn, *args):
+        """fn(*args) inside the server's trio run (the hub belongs to that thread)."""
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
     def _thread(self) -> None:
         try:
             trio.run(self._main)
