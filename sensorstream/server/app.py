@@ -15,7 +15,6 @@ Task tree (every task has an owner, and shutdown walks it top-down):
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from pathlib import Path
