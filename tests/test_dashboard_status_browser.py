@@ -16,18 +16,10 @@ import pytest
 from sensorstream.protocol import Channel
 
 from .server_thread import ServerThread
-from .test_dashboard_browser import WAIT, Page, sync_api  # noqa: F401  (the module's skip/fail rules for chromium apply)
-from .browser_util import launch_chromium
+# The browser fixture, and the module's skip/fail rules for chromium and Playwright.
+from .test_dashboard_browser import WAIT, Page, browser, sync_api  # noqa: F401
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 def _open(browser, url: str) -> Page:
