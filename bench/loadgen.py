@@ -75,7 +75,7 @@ def masked(payload: bytes, opcode: int) -> bytes:
 
 
 class Conn:
-    __slots__ = ("sock", "fd", "state", "buf", "port", "stall", "ready")
+    __slots__ = ("sock", "fd", "state", "buf", "port", "stall", "ready", "live")
 
     def __init__(self, sock: socket.socket, stall: bool):
         self.sock = sock
@@ -85,6 +85,7 @@ class Conn:
         self.port = 0
         self.stall = stall
         self.ready = False
+        self.live = False  # got a live (not replayed) batch since connecting (--resume)
 
 
 class _Poll:
@@ -124,7 +125,13 @@ class LoadGen:
             f"GET {a.path} HTTP/1.1\r\nHost: 127.0.0.1:{a.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
-        self.subscribe = masked(b'{"type":"subscribe","ref":1,"streams":["%s"]}' % a.stream.encode(), 1)
+        resume = b""
+        if a.resume:  # EPOCH:SEQ, the mass-resume bench (bench/bus.py)
+            epoch, _, seq = a.resume.rpartition(":")
+            resume = b',"resume":{"%s":{"epoch":"%s","seq":%d}}' % (a.stream.encode(), epoch.encode(), int(seq))
+        self.subscribe = masked(b'{"type":"subscribe","ref":1,"streams":["%s"]%s}' % (a.stream.encode(), resume), 1)
+        self.started = time.time()
+        self.live_times: list[float] = []  # per client: seconds from start to its first live batch
         self.to_open = a.clients
         self.in_flight = 0
         self.ready = 0
@@ -240,6 +247,9 @@ class LoadGen:
             op = b0 & 0x0F
             if op == 2:
                 self.frames += 1
+                if not c.live and not buf[off + 1] & 1:
+                    c.live = True
+                    self.live_times.append(time.time() - self.started)
                 self.bytes += ln
                 if t_rx:
                     ns = _U32.unpack_from(buf, off + 8)[0]
@@ -389,6 +399,7 @@ class LoadGen:
                 "cpu": (now["cpu_user"] + now["cpu_sys"]) - (self.cpu0["cpu_user"] + self.cpu0["cpu_sys"]),
                 "lat_last": arr(self.lat_last), "lat_first": arr(self.lat_first), "lat_app": arr(self.lat_app),
                 "spread": {str(k): v for k, v in self.spread.items()},
+                "live_times": self.live_times,
             })
         elif cmd == "silence":
             self.silenced_at = time.time()
@@ -418,6 +429,7 @@ def main(argv=None) -> None:
     p.add_argument("--path", default="/ws")
     p.add_argument("--stream", default="bench/s")
     p.add_argument("--cpu", type=int, default=None)
+    p.add_argument("--resume", default=None, metavar="EPOCH:SEQ", help="subscribe with this resume point (mass-resume bench)")
     p.add_argument("--busy-poll", action="store_true",
                    help="once connected, poll without sleeping while data flows: the server's sends then never pay for waking this process")
     p.add_argument("--no-timestamps", dest="timestamps", action="store_false",

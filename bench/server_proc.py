@@ -5,7 +5,9 @@
 Starts the real `Server` (h11 front door, trio-websocket, ClientSession, LocalHub)
 with no simulators and one synthetic stream, `bench/s` (3 channels x 50 samples,
 1024-byte payload), published straight through `hub.publish` at a rate the
-harness sets. Prints {"port": N}, then answers commands on stdin (bench.common):
+harness sets. With `--bus URL` the hub is a RedisHub: `--role publisher` publishes
+`bench/s` to Redis (and serves it back through Redis), `--role gateway` has no
+stream of its own and serves what a publisher puts on the bus (bench/bus.py). Prints {"port": N}, then answers commands on stdin (bench.common):
 
     publish R   publish R batches/s from now on (0 stops)
     stats       own CPU time, RSS, frames delivered, connections, drops...
@@ -120,9 +122,12 @@ async def main(a: argparse.Namespace) -> None:
     app_log.addHandler(closelog)
     app_log.propagate = False
 
-    server = Server(make_config(a))
+    cfg = make_config(a)
+    cfg.bus = a.bus
+    server = Server(cfg)
     hub = server.hub
-    key = hub.add_stream(STREAM_ID, [Channel(f"c{i}") for i in range(CHANNELS)], rate_hz=1000).key
+    # --role gateway (with --bus): no stream of its own, it serves what the publisher puts on the bus.
+    key = None if a.role == "gateway" else hub.add_stream(STREAM_ID, [Channel(f"c{i}") for i in range(CHANNELS)], rate_hz=1000).key
     batches = SyntheticBatches(a.window)
     state = {"rate": 0.0, "published": 0, "publish_cpu": 0.0, "publish_frames": 0}
     changed = trio.Event()
@@ -181,7 +186,10 @@ async def main(a: argparse.Namespace) -> None:
                         gc.collect()
                     st = server.stats
                     sndq, queued = queues(server)
-                    emit({**self_stats(), "kernel_sendq": sndq, "user_queued_bytes": queued, "frames_sent": st.frames_sent_total, "bytes_sent": st.bytes_sent_total,
+                    bus = hub.bus_status()
+                    if bus is not None:
+                        bus = {**bus, "history_reads": hub.bus.history_reads, "written": hub.bus.written}
+                    emit({**self_stats(), "bus": bus, "kernel_sendq": sndq, "user_queued_bytes": queued, "frames_sent": st.frames_sent_total, "bytes_sent": st.bytes_sent_total,
                           "published": state["published"], "connections": st.connections_open,
                           "publish_cpu": state["publish_cpu"], "publish_frames": state["publish_frames"],
                           "dropped": st.dropped_batches_total, "ping_timeouts": st.ping_timeouts_total,
@@ -204,7 +212,8 @@ async def main(a: argparse.Namespace) -> None:
 
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.run)
-        nursery.start_soon(publisher)
+        if key is not None:
+            nursery.start_soon(publisher)
         emit({"port": port, "pid": os.getpid(), "impl": "sensorstream", "started": time.time()})
         await control()
         nursery.cancel_scope.cancel()
@@ -218,6 +227,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ping-timeout", type=float, default=10.0)
     p.add_argument("--send-timeout", type=float, default=10.0)
     p.add_argument("--heartbeat", type=float, default=2.0)
+    p.add_argument("--bus", default=None, help="redis://...: publish (or, --role gateway, serve) through Redis (bench/bus.py)")
+    p.add_argument("--role", default="local", choices=["local", "publisher", "gateway"])
     return p.parse_args(argv)
 
 
