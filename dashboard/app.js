@@ -8,6 +8,9 @@ import { Chart, formatValue, clockLabel, LANE_GAP, LANE_MIN_PX } from "./chart.j
 import { seriesToCsv, downloadText } from "./csv.js";
 import { resumePoints, applyResumed, noteEpoch } from "./resume.js";
 import { streamBadge, accessText, AccessProbe, NO_SOURCES } from "./status.js";
+import { attachViews } from "./views/index.js";
+import { onAlert, mountPanel as mountAlertPanel, renderPanel as renderAlertPanel, snapshot as alertsSnapshot, setLimit } from "./views/alerts.js";
+import * as layout from "./views/layout.js";
 
 const WINDOWS = [[5, "5 s"], [30, "30 s"], [120, "2 min"], [600, "10 min"]];
 const DOM_UPDATE_MS = 250;       // legend values, ages, counters: 4 Hz is plenty for text
@@ -179,6 +182,7 @@ class StreamView {
       this.plot, this.legend);
     this.chart = new Chart(this.canvas, this);
     this.buildLegend();
+    this.views = attachViews(this, appCtx);   // Spectrum, XY, Gauge, zoom, layout (views/)
     this.canvas.addEventListener("pointermove", (ev) => { this.chart.hoverX = ev.offsetX; this.chart.dirty = true; });
     this.canvas.addEventListener("pointerleave", () => { this.chart.hoverX = null; this.chart.dirty = true; this.tip.hidden = true; });
     resizeObs.observe(this.plot);
@@ -203,6 +207,7 @@ class StreamView {
     });
     this.shownText = {};
     this.paintSwatches();
+    this.views?.legendBuilt();
   }
 
   paintSwatches() {
@@ -216,6 +221,7 @@ class StreamView {
     btn.parentElement.classList.toggle("off", this.hidden.has(c));
     this.chart.dirty = true;
     this.splitDecided();
+    this.views?.changed();
   }
 
   /** Split into lanes (or not); byUser: the Split button, which ends automatic decisions. */
@@ -377,6 +383,7 @@ class StreamView {
     if (this.latest) {
       for (let c = 0; c < this.valueEls.length; c++) set(this.valueEls[c], `v${c}`, formatValue(this.latest[c]));
     }
+    this.views?.update(viewEnd(), state.windowS, theme);
   }
 
   updateTip() {
@@ -397,6 +404,7 @@ class StreamView {
   }
 
   destroy() {
+    this.views?.destroy();
     resizeObs.unobserve(this.plot);
     visObs.unobserve(this.plot);
     this.el.remove();
@@ -553,6 +561,12 @@ function onText(msg) {
       state.bus = { up: msg.up === true };
       showNotice(msg.up ? "Data bus back: streams resume." : "Data bus (Redis) unreachable: remote streams are paused.");
       break;
+    case "alert": {   // server-side limits (docs/alerts.md): the list, chart bands, gauge colours
+      onAlert(msg);
+      const sv = byKey.get(msg.key);
+      if (sv) sv.chart.dirty = true;
+      break;
+    }
     case "error": {
       state.errors.push({ ref: msg.ref, code: msg.code, message: msg.message, at: Date.now() });
       if (state.errors.length > 20) state.errors.shift();
@@ -615,6 +629,7 @@ function setWindow(seconds) {
   for (const b of document.querySelectorAll("#window button")) b.setAttribute("aria-checked", String(+b.dataset.window === seconds));
   for (const sv of streams.values()) sv.chart.dirty = true;
   try { localStorage.setItem("sensorstream.window", String(seconds)); } catch { /* storage off */ }
+  layout.setWindow(seconds);
   return true;
 }
 
@@ -622,7 +637,10 @@ function setPaused(paused) {
   if (paused === state.paused) return;
   if (paused) { state.pausedAt = viewEnd(); state.paused = true; }
   else { state.paused = false; state.pausedAt = null; }
-  for (const sv of streams.values()) sv.frozenT = paused ? sv.series.tLast : null;
+  for (const sv of streams.values()) {
+    sv.frozenT = paused ? sv.series.tLast : null;
+    if (!paused && sv.zoom) { sv.zoom = null; sv.views?.changed(); }   // live again: the time zoom ends
+  }
   const b = $("#pause");
   b.textContent = paused ? "Resume" : "Pause";
   b.setAttribute("aria-pressed", String(paused));
@@ -660,12 +678,14 @@ function tick(now) {
   const t0 = performance.now();
   let drew = 0;
   for (const sv of streams.values()) {
-    const ch = sv.chart;
-    if (ch.needsDraw(tEnd, state.windowS, state.paused)) {
-      ch.draw(tEnd, state.windowS, theme, stats);
+    const ch = sv.chart, z = sv.zoom;   // a zoomed time axis (views/index.js) replaces the window
+    const te = z ? z[1] : tEnd, ws = z ? z[1] - z[0] : state.windowS;
+    if (ch.needsDraw(te, ws, state.paused)) {
+      ch.draw(te, ws, theme, stats);
       if (ch.hoverX !== null) sv.updateTip();
       drew++;
     }
+    drew += sv.views.frame(now, tEnd, state.windowS, theme);
   }
   if (drew) { stats.framesDrawn++; pushBounded(stats.drawTimes, performance.now() - t0); }
   if (now - lastDom >= DOM_UPDATE_MS) {
@@ -673,6 +693,7 @@ function tick(now) {
     const d0 = performance.now();
     updateConnUi();
     for (const sv of streams.values()) sv.update();
+    renderAlertPanel(formatValue);
     pushBounded(stats.domTimes, performance.now() - d0);
   }
 }
@@ -697,6 +718,12 @@ window.sensorstream = {
     const sv = need(id), c = sv.channels.findIndex((ch) => ch.name === channel);
     if (c >= 0 && sv.hidden.has(c) !== hidden) sv.toggleChannel(c, sv.legend.children[c].firstChild);
   },
+  views: (id) => need(id).views.snapshot(),
+  setViews: (id, kinds) => { const v = need(id).views; for (const [k] of [["time"], ["spectrum"], ["xy"], ["gauge"]]) v.toggle(k, kinds.includes(k)); },
+  resetZoom: (id) => need(id).views.resetZoom(),
+  alerts: () => alertsSnapshot(),
+  setLimit,
+  layout: () => { layout.flush(); return layout.all(); },
   bufferBytes: () => [...streams.values()].reduce((a, sv) => a + sv.series.bytes, 0),
   resetStats: () => {
     Object.assign(stats, { frames: 0, framesDrawn: 0, chartsDrawn: 0, pointsDrawn: 0, frameTimes: [], drawTimes: [], domTimes: [] });
@@ -704,8 +731,16 @@ window.sensorstream = {
   },
 };
 
+// What the views (views/index.js) may do to the page.
+const appCtx = {
+  state,
+  pause: () => setPaused(true),
+  pauseAt: (t) => { setPaused(true); state.pausedAt = t; },
+};
+
 // ------------------------------------------------------------------ start
 function main() {
+  mountAlertPanel($("#devices"));
   readTheme();
   darkQuery.addEventListener("change", readTheme);
   buildHeader();

@@ -254,6 +254,7 @@ export class Chart {
       const key = split ? chans[0] : -1;
       let y0, y1;
       if (!split && sv.yMode === "fixed") [y0, y1] = sv.yFixed;
+      else if (sv.yZoom?.[key]) [y0, y1] = sv.yZoom[key];   // wheel/pinch zoom (views/index.js)
       else if (lo === Infinity) [y0, y1] = this.prevRange.get(key) ?? [0, 1];   // nothing in view: keep the last range
       else [y0, y1] = autoRange(lo, hi, Math.max(2, Math.floor(h / tickPx)));
       if (!(y1 > y0)) y1 = y0 + 1;
@@ -328,6 +329,8 @@ export class Chart {
         ctx.restore();
       }
     }
+
+    sv.decorate?.(ctx, L, this.lanes, theme);   // alert bands, limit lines (views/index.js)
 
     // ---- lane frames and names, hover cursor
     ctx.strokeStyle = theme.axis;
