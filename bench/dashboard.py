@@ -19,6 +19,10 @@ the same run, on the same browser:
   every batch but draws nothing, i.e. the ingest cost.
 * ``live``: the dashboard drawing (shared Y axis, the default for sim/wide).
 * ``live_split``: the same with the chart split into 16 lanes.
+* ``live_spectrum``: the card showing Time and Spectrum together: a 4,096-point
+  spectrum of every channel (Welch, up to 8 segments) refreshed at 10 Hz, computed
+  in the page's Web Worker; ``live`` (time only) is its baseline, measured in
+  alternating rounds. ``spectra_per_s`` counts spectra (one per channel) received.
 
 Live and paused alternate in rounds so they share the machine's load.
 
@@ -53,7 +57,8 @@ SHOTS = REPO / "docs" / "screenshots"
 TARGET_FPS, TARGET_MAIN_PCT, HEAP_FLAT_MB = 60, 25.0, 1.0
 
 PHASE_KEYS = ("seconds", "fps", "frame_ms_p50", "frame_ms_p99", "main_thread_pct", "script_pct",
-              "redraws_per_s", "draw_ms_p50", "draw_ms_p99", "points_per_s", "samples_per_s")
+              "redraws_per_s", "draw_ms_p50", "draw_ms_p99", "points_per_s", "samples_per_s", "spectra_per_s")
+TARGET_SPECTRUM_MAIN_PCT = 30.0
 
 BLANK_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>blank</title></head>
 <body style="margin:0;background:#f3f5f8"><script>
@@ -87,11 +92,12 @@ class _Phase:
 
     def __init__(self):
         self.wall = self.task = self.script = 0.0
-        self.frames = self.redraws = self.points = self.samples = 0
+        self.frames = self.redraws = self.points = self.samples = self.spectra = 0
         self.frame_ms: list[float] = []
         self.draw_ms: list[float] = []
 
-    def add(self, wall, m0, m1, frame_ms, draw_ms=(), frames=None, redraws=0, points=0, samples=0):
+    def add(self, wall, m0, m1, frame_ms, draw_ms=(), frames=None, redraws=0, points=0, samples=0, spectra=0):
+        self.spectra += spectra
         self.wall += wall
         self.task += m1["TaskDuration"] - m0["TaskDuration"]
         self.script += m1["ScriptDuration"] - m0["ScriptDuration"]
@@ -116,6 +122,7 @@ class _Phase:
                 "redraws_per_s": _r(self.redraws / w, 1),
                 "draw_ms_p50": _r(_pct(self.draw_ms, 50)), "draw_ms_p99": _r(_pct(self.draw_ms, 99)),
                 "points_per_s": int(self.points / w), "samples_per_s": int(self.samples / w),
+                "spectra_per_s": _r(self.spectra / w, 1),
             })
         return out
 
@@ -138,15 +145,18 @@ def _blank(browser, seconds: float, phase: _Phase) -> None:
 
 def _interval(page, cdp, seconds: float, phase: _Phase) -> None:
     """Measure the dashboard page for `seconds` (stats reset at the start)."""
-    page.evaluate("sensorstream.resetStats(); window.__s0 = sensorstream.stats.samples")
+    page.evaluate("sensorstream.resetStats(); window.__s0 = sensorstream.stats.samples;"
+                  " window.__sp0 = sensorstream.spectrumStats.results")
     m0, w0 = _metrics(cdp), time.monotonic()
     time.sleep(seconds)
     m1, w1 = _metrics(cdp), time.monotonic()
     st = page.evaluate("""() => { const s = sensorstream.stats;
         return {frames: s.frames, redraws: s.chartsDrawn, points: s.pointsDrawn, samples: s.samples - window.__s0,
+                spectra: sensorstream.spectrumStats.results - window.__sp0,
                 frameTimes: s.frameTimes.slice(), drawTimes: s.drawTimes.slice()}; }""")
+    # spectra: one result per refresh covers every channel of the card
     phase.add(w1 - w0, m0, m1, st["frameTimes"], st["drawTimes"], frames=st["frames"], redraws=st["redraws"],
-              points=st["points"], samples=st["samples"])
+              points=st["points"], samples=st["samples"], spectra=st["spectra"] * CHANNELS)
 
 
 def _heap(cdp, page) -> tuple[float, float]:
@@ -174,7 +184,7 @@ def run(quick: bool = False, soak_minutes: float | None = None) -> dict:
     if soak_minutes:
         heap_early_at = 60.0
         heap_late_after = max(0.0, soak_minutes * 60 - heap_early_at)
-    blank, paused, live, split = _Phase(), _Phase(), _Phase(), _Phase()
+    blank, paused, live, split, spectrum = _Phase(), _Phase(), _Phase(), _Phase(), _Phase()
     srv = ServerProcess(["--simulate-wide", f"{CHANNELS}:{RATE_HZ}"])
     srv.start()
     t_server = time.monotonic()
@@ -205,6 +215,13 @@ def run(quick: bool = False, soak_minutes: float | None = None) -> dict:
                 page.evaluate("sensorstream.pause()")
                 _settle(page)
                 _interval(page, cdp, paused_s, paused)
+                page.evaluate("sensorstream.resume()")
+                page.evaluate(f"sensorstream.setViews('{STREAM}', ['time', 'spectrum'])")
+                page.wait_for_function(f"sensorstream.views('{STREAM}').spectrum.nfft === 4096", timeout=20_000)
+                _settle(page)
+                _interval(page, cdp, live_s, spectrum)
+                spec_snap = page.evaluate(f"sensorstream.views('{STREAM}').spectrum")
+                page.evaluate(f"sensorstream.setViews('{STREAM}', ['time'])")
             page.evaluate("sensorstream.resume()")
             page.evaluate(f"sensorstream.setSplit('{STREAM}', true)")
             _settle(page)
@@ -227,6 +244,7 @@ def run(quick: bool = False, soak_minutes: float | None = None) -> dict:
 
     res_blank, res_paused = blank.figures(False), paused.figures(True)
     res_live, res_split = live.figures(True), split.figures(True)
+    res_spectrum = spectrum.figures(True)
     in_view = min(snap["len"], WINDOW_S * RATE_HZ) * CHANNELS
     res = {
         "meta": {
@@ -236,8 +254,11 @@ def run(quick: bool = False, soak_minutes: float | None = None) -> dict:
             "split_lanes": lanes, "chromium": version, "cpus": _cpus(), "window_full_after_s": round(fill_s, 1),
             "drops": end["drops"], "page_errors": len(errors), "errors": "; ".join(errors[:5]),
             "target_fps": TARGET_FPS, "target_main_thread_pct": TARGET_MAIN_PCT,
+            "target_spectrum_main_thread_pct": TARGET_SPECTRUM_MAIN_PCT,
+            "spectrum": f"N={spec_snap.get('nfft')}, Welch x{spec_snap.get('segs')}, {spec_snap.get('computeMs', 0):.1f} ms "
+                        f"in the worker per refresh of {CHANNELS} channels",
         },
-        "blank_page": res_blank, "paused": res_paused, "live": res_live, "live_split": res_split,
+        "blank_page": res_blank, "paused": res_paused, "live": res_live, "live_split": res_split, "live_spectrum": res_spectrum,
         "memory": {
             "heap_early_at_s": round(early_at), "js_heap_early_mb": heap_early,
             "heap_late_at_s": round(late_at), "js_heap_late_mb": heap_late,
@@ -260,6 +281,13 @@ def run(quick: bool = False, soak_minutes: float | None = None) -> dict:
         "meets_fps": bool(res_live["fps"] and res_live["fps"] >= 0.95 * TARGET_FPS),
         "meets_main_thread": bool(res_live["main_thread_pct"] is not None and res_live["main_thread_pct"] < TARGET_MAIN_PCT),
         "memory_flat": abs(heap_late - heap_early) < HEAP_FLAT_MB and ring_late == ring_early,
+        # Time + Spectrum against time only, same run, alternating rounds
+        "fps_spectrum_vs_live": _ratio(res_spectrum["fps"], res_live["fps"]),
+        "main_pct_spectrum_minus_live": _r(res_spectrum["main_thread_pct"] - res_live["main_thread_pct"], 1),
+        "main_pct_spectrum_vs_live": _ratio(res_spectrum["main_thread_pct"], res_live["main_thread_pct"]),
+        "spectrum_meets_fps": bool(res_spectrum["fps"] and res_spectrum["fps"] >= 0.95 * TARGET_FPS),
+        "spectrum_meets_main_thread": bool(res_spectrum["main_thread_pct"] is not None
+                                           and res_spectrum["main_thread_pct"] <= TARGET_SPECTRUM_MAIN_PCT),
     }
     return res
 
@@ -274,16 +302,16 @@ def _cpus() -> int:
 
 
 def table(res: dict) -> str:
-    phases = [k for k in ("blank_page", "paused", "live", "live_split") if k in res]
+    phases = [k for k in ("blank_page", "paused", "live", "live_split", "live_spectrum") if k in res]
     cols = [("seconds", "s", "{:.0f}"), ("fps", "fps", "{:.1f}"), ("frame_ms_p50", "frame p50", "{:.2f}"),
             ("frame_ms_p99", "frame p99", "{:.2f}"), ("main_thread_pct", "main %", "{:.1f}"),
             ("script_pct", "script %", "{:.1f}"), ("redraws_per_s", "redraw/s", "{:.1f}"),
             ("draw_ms_p50", "draw p50", "{:.2f}"), ("draw_ms_p99", "draw p99", "{:.2f}"),
-            ("points_per_s", "points/s", "{:,}"), ("samples_per_s", "samples/s", "{:,}")]
-    lines = [f"{'phase':11s}" + "".join(f"{h:>11s}" for _, h, _f in cols)]
+            ("points_per_s", "points/s", "{:,}"), ("samples_per_s", "samples/s", "{:,}"), ("spectra_per_s", "spectra/s", "{:.1f}")]
+    lines = [f"{'phase':13s}" + "".join(f"{h:>11s}" for _, h, _f in cols)]
     for ph in phases:
         row = res[ph]
-        lines.append(f"{ph:11s}" + "".join(f"{'–' if row[k] is None else f.format(row[k]):>11s}" for k, _h, f in cols))
+        lines.append(f"{ph:13s}" + "".join(f"{'–' if row[k] is None else f.format(row[k]):>11s}" for k, _h, f in cols))
     m, mem, vs = res["meta"], res["memory"], res["vs_baseline"]
     lines += [
         f"memory: JS heap after GC {mem['js_heap_early_mb']} MB at {mem['heap_early_at_s']} s -> "

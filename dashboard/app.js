@@ -9,6 +9,7 @@ import { seriesToCsv, downloadText } from "./csv.js";
 import { resumePoints, applyResumed, noteEpoch } from "./resume.js";
 import { streamBadge, accessText, AccessProbe, NO_SOURCES } from "./status.js";
 import { attachViews } from "./views/index.js";
+import { spectrumStats } from "./views/spectrum.js";
 import { onAlert, mountPanel as mountAlertPanel, renderPanel as renderAlertPanel, snapshot as alertsSnapshot, setLimit } from "./views/alerts.js";
 import * as layout from "./views/layout.js";
 
@@ -722,6 +723,7 @@ window.sensorstream = {
   setViews: (id, kinds) => { const v = need(id).views; for (const [k] of [["time"], ["spectrum"], ["xy"], ["gauge"]]) v.toggle(k, kinds.includes(k)); },
   resetZoom: (id) => need(id).views.resetZoom(),
   alerts: () => alertsSnapshot(),
+  spectrumStats,
   setLimit,
   layout: () => { layout.flush(); return layout.all(); },
   bufferBytes: () => [...streams.values()].reduce((a, sv) => a + sv.series.bytes, 0),

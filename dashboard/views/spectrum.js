@@ -3,15 +3,18 @@
 // up to 4,096 points), linear or dB, 0 to Nyquist. Recomputed at most 10 times a
 // second, in a Web Worker; the main thread only copies the newest samples out of
 // the ring and draws the result (one min/max pair per pixel column per channel).
-import { spectrum as computeInline, peakIndex, peakFrequency } from "../fft.js";
-import { niceStep, formatValue } from "../chart.js";
+import { spectra, peakIndex, peakFrequency } from "../fft.js";
+import { niceStep, formatValue, rgba } from "../chart.js";
 import { h, SpectrumWorkerPool } from "./util.js";
 
 export const NFFT = 4096;
 export const MAX_SEGS = 8;
 export const REFRESH_MS = 100;
 
-const pool = new SpectrumWorkerPool(new URL("./spectrum-worker.js", import.meta.url), computeInline);
+/** Counters for benchmarks: spectra received and the time the worker spent on them. */
+export const spectrumStats = { requests: 0, results: 0, computeMs: 0, inlineMs: 0 };
+
+const pool = new SpectrumWorkerPool(new URL("./spectrum-worker.js", import.meta.url), spectra);
 
 export class SpectrumView {
   constructor(sv, app, opts = {}) {
@@ -62,22 +65,31 @@ export class SpectrumView {
     const i0 = Math.max(iw, i1 - want);
     const n = i1 - i0;
     if (n < 16) return;
-    const t = new Float64Array(n);
+    // Buffers come back from the worker with its answer and are reused: no garbage per refresh.
+    const spare = this.spare ?? { t: null, v: [] };
+    this.spare = null;
+    const t = spare.t?.length === n ? spare.t : new Float64Array(n);
     copyRange(s.t, s, i0, n, t);
     const chans = [];
     for (let c = 0; c < s.nch; c++) {
       if (this.sv.hidden.has(c)) continue;
-      const v = new Float32Array(n);
+      const old = spare.v.pop();
+      const v = old?.length === n ? old : new Float32Array(n);
       copyRange(s.v[c], s, i0, n, v);
       chans.push({ c, v });
     }
     if (!chans.length) return;
     this.pending = true;
+    spectrumStats.requests++;
     const seq = ++this.seq;
     pool.run({ t, chans, nfft: NFFT, maxSegs: MAX_SEGS }, (res) => {
       this.pending = false;
+      if (res.t) this.spare = { t: res.t, v: res.chans.map((ch) => ch.v) };
       if (seq !== this.seq) return;
       this.computeMs = res.ms;
+      spectrumStats.results++;
+      spectrumStats.computeMs += res.ms;
+      spectrumStats.inlineMs = pool.inlineMs;
       const first = res.out.find((o) => o.s);
       if (!first) return;
       const { fs, nfft, segs, resampled, df } = first.s;
@@ -120,51 +132,61 @@ export class SpectrumView {
     const y1 = db ? Math.ceil(tr(top) / 10) * 10 : top * 1.05, y0 = db ? y1 - 100 : 0;
     const Y = (v) => padT + ph - ((Math.min(Math.max(v, y0), y1) - y0) / (y1 - y0)) * ph;
     const X = (f) => padL + (f / nyq) * pw;
-    // grid and labels
-    ctx.strokeStyle = theme.grid; ctx.lineWidth = Math.max(1, Math.round(dpr));
-    ctx.fillStyle = theme.muted;
-    ctx.beginPath();
+    // Grid, then the traces, rasterised in JS into one ImageData (as the time
+    // chart's dense mode does): software Skia strokes long paths slowly, and 16
+    // traces of a few hundred columns each are long paths.
     const ys = db ? 20 : niceStep(y1 - y0, Math.max(2, Math.floor(ph / (40 * dpr))));
-    ctx.textAlign = "right"; ctx.textBaseline = "middle";
-    for (let v = Math.ceil(y0 / ys) * ys; v <= y1 + 1e-9; v += ys) {
-      const y = Math.round(Y(v)) + 0.5;
-      ctx.moveTo(padL, y); ctx.lineTo(padL + pw, y);
-      ctx.fillText(db ? `${v.toFixed(0)} dB` : formatValue(v, 3), padL - 4 * dpr, Math.min(padT + ph - 7 * dpr, Math.max(padT + 6 * dpr, y)));
-    }
     const fsStep = niceStep(nyq, Math.max(2, Math.floor(pw / (70 * dpr))));
+    const yTicks = [], fTicks = [];
+    for (let v = Math.ceil(y0 / ys) * ys; v <= y1 + 1e-9; v += ys) yTicks.push(v);
+    for (let f = 0; f <= nyq + 1e-9; f += fsStep) fTicks.push(f);
+    if (!this.img || this.img.width !== pw || this.img.height !== ph) {
+      this.img = ctx.createImageData(pw, ph);
+      this.px = new Uint32Array(this.img.data.buffer);
+    }
+    const px = this.px, bg = packed(theme.bg, theme.bg), grid = packed(theme.grid, theme.bg);
+    px.fill(bg);
+    for (const v of yTicks) { const y = Math.round(Y(v)) - padT; if (y >= 0 && y < ph) px.fill(grid, y * pw, y * pw + pw); }
+    for (const f of fTicks) { const x = Math.round(X(f)) - padL; if (x >= 0 && x < pw) for (let y = 0; y < ph; y++) px[y * pw + x] = grid; }
+    const perCol = (bins - 1) / pw;
+    for (const { c, amp } of r.chans) {
+      const col = packed(theme.palette[c % theme.palette.length], theme.bg);
+      let prev = NaN;
+      for (let x = 0; x < pw; x++) {
+        // the bins of this pixel column (at least one: with few bins, interpolate between them)
+        let lo, hi;
+        if (perCol >= 1) {
+          const a = Math.floor(x * perCol), b = Math.min(bins, Math.max(a + 1, Math.floor((x + 1) * perCol)));
+          lo = Infinity; hi = -Infinity;
+          for (let k = a; k < b; k++) { const v = amp[k]; if (v < lo) lo = v; if (v > hi) hi = v; }
+        } else {
+          const fk = x * perCol, k = Math.min(bins - 2, Math.floor(fk)), fr = fk - k;
+          lo = hi = amp[k] + (amp[k + 1] - amp[k]) * fr;
+        }
+        const yHi = Math.round(Y(tr(hi))) - padT, yLo = Math.round(Y(tr(lo))) - padT;
+        let a = yHi, b = yLo;
+        if (prev === prev) { if (prev < a) a = prev; if (prev > b) b = prev; }
+        prev = yHi;
+        a = Math.max(0, a); b = Math.min(ph - 1, b);
+        for (let y = a, i = a * pw + x; y <= b; y++, i += pw) px[i] = col;
+      }
+    }
+    ctx.putImageData(this.img, padL, padT);
+    // labels, outside the plot area
+    ctx.fillStyle = theme.muted;
+    ctx.textAlign = "right"; ctx.textBaseline = "middle";
+    for (const v of yTicks) {
+      ctx.fillText(db ? `${v.toFixed(0)} dB` : formatValue(v, 3), padL - 4 * dpr, Math.min(padT + ph - 7 * dpr, Math.max(padT + 6 * dpr, Math.round(Y(v)))));
+    }
     ctx.textAlign = "center"; ctx.textBaseline = "top";
-    for (let f = 0; f <= nyq + 1e-9; f += fsStep) {
+    for (const f of fTicks) {
       const x = Math.round(X(f)) + 0.5;
-      ctx.moveTo(x, padT); ctx.lineTo(x, padT + ph);
       const label = `${+f.toPrecision(4)}${f + fsStep > nyq ? " Hz" : ""}`;
       const half = ctx.measureText(label).width / 2;
       if (x + half <= W && x - half >= 0) ctx.fillText(label, x, padT + ph + 3 * dpr);
     }
-    ctx.stroke();
-    // one min/max span per pixel column per channel (2,049 bins in a few hundred columns)
-    ctx.save();
-    ctx.beginPath(); ctx.rect(padL, padT, pw, ph); ctx.clip();
-    ctx.lineWidth = 1.25 * dpr; ctx.lineJoin = "round";
-    const perCol = (bins - 1) / pw;
-    for (const { c, amp } of r.chans) {
-      ctx.strokeStyle = theme.palette[c % theme.palette.length];
-      ctx.beginPath();
-      if (perCol <= 2) {
-        for (let k = 0; k < bins; k++) { const x = X(k * r.df), y = Y(tr(amp[k])); if (k) ctx.lineTo(x, y); else ctx.moveTo(x, y); }
-      } else {
-        for (let col = 0; col < pw; col++) {
-          const a = Math.floor(col * perCol), b = Math.max(a + 1, Math.floor((col + 1) * perCol));
-          let lo = Infinity, hi = -Infinity;
-          for (let k = a; k < b && k < bins; k++) { const v = amp[k]; if (v < lo) lo = v; if (v > hi) hi = v; }
-          const x = padL + col + 0.5;
-          if (col) ctx.lineTo(x, Y(tr(hi))); else ctx.moveTo(x, Y(tr(hi)));
-          if (lo !== hi) ctx.lineTo(x, Y(tr(lo)));
-        }
-      }
-      ctx.stroke();
-    }
-    ctx.restore();
     ctx.strokeStyle = theme.axis;
+    ctx.lineWidth = Math.max(1, Math.round(dpr));
     ctx.strokeRect(padL + 0.5, padT + 0.5, pw - 1, ph - 1);
     const segText = r.segs > 1 ? `Welch ×${r.segs}` : "1 segment";
     this.caption.textContent = `${segText} · N=${r.nfft} · Δf ${formatValue(r.df, 3)} Hz · 0–${formatValue(nyq, 4)} Hz${r.resampled ? " · resampled: uneven timestamps" : ""}`;
@@ -208,6 +230,13 @@ export class SpectrumView {
 
   state() { return { scale: this.scale }; }
   destroy() {}
+}
+
+/** A CSS colour over a background as one little-endian RGBA32 pixel. */
+function packed(css, bgCss) {
+  const [r, g, b, a] = rgba(css), [R, G, B] = rgba(bgCss);
+  const m = (x, y) => Math.round(x * a + y * (1 - a));
+  return ((255 << 24) | (m(b, B) << 16) | (m(g, G) << 8) | m(r, R)) >>> 0;
 }
 
 /** Copy n logical samples from index i0 of a ring array (two typed-array copies at most). */

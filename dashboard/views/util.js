@@ -51,7 +51,8 @@ export class SpectrumWorkerPool {
       return;
     }
     const t0 = performance.now();
-    const out = req.chans.map(({ c, v }) => ({ c, s: this.inline(req.t, v, req.nfft, req.maxSegs) }));
+    const res = this.inline(req.t, req.chans.map((ch) => ch.v), req.nfft, req.maxSegs);
+    const out = req.chans.map((ch, i) => ({ c: ch.c, s: res[i] }));
     const ms = performance.now() - t0;
     this.inlineMs += ms;
     cb({ out, ms });
