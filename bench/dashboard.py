@@ -3,7 +3,7 @@
     python -m bench.dashboard            # full: ~4 min
     python -m bench.dashboard --quick    # ~1 min
     python -m bench.dashboard --json     # the result dict instead of the table
-    python -m bench.dashboard --screenshots   # refresh docs/screenshots/*.png
+    python -m bench.dashboard --screenshots   # refresh docs/screenshots/*.png (the views' too)
 
 Load: ``sensorstream serve --simulate-wide 16:1000`` (stream ``sim/wide``: 16
 channels x 1 kHz), 30 s window, so 480 000 values on screen per frame once the
@@ -367,6 +367,83 @@ def screenshots() -> list[str]:
     return written
 
 
+def view_screenshots() -> list[str]:
+    """docs/screenshots/view-{spectrum,xy,gauge-alerts,zoom}.png: one card per view
+    (element screenshots) against ``serve --simulate``, light scheme."""
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    written = []
+    with ServerProcess(["--simulate", "--seed", "3"]) as srv, sync_playwright() as p:
+        browser = launch_chromium(p)
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme="light")
+        page = ctx.new_page()
+        page.goto(srv.url + "?window=30")
+        page.wait_for_function("window.sensorstream && ['sim/imu', 'sim/power', 'sim/env'].every(id => sensorstream.ids().includes(id))"
+                               " && sensorstream.snapshot('sim/imu').tLast - sensorstream.snapshot('sim/imu').tFirst > 12", timeout=60_000, polling=500)
+
+        def shot(locator, name):
+            _settle(page)
+            path = SHOTS / f"view-{name}.png"
+            locator.screenshot(path=str(path))
+            written.append(str(path.relative_to(REPO)))
+
+        imu = page.get_by_test_id("stream-sim/imu")
+        page.evaluate("sensorstream.setViews('sim/imu', ['time', 'spectrum'])")
+        page.wait_for_function("sensorstream.views('sim/imu').spectrum.nfft >= 2048", timeout=30_000)
+        canvas = imu.get_by_test_id("spectrum")
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        fs = page.evaluate("sensorstream.views('sim/imu').spectrum.fs")
+        canvas.hover(position={"x": 50 + (4.0 / (fs / 2)) * (box["width"] - 58), "y": box["height"] * 0.4})
+        page.wait_for_function("sensorstream.views('sim/imu').spectrum.hoverPeaks.length > 0")
+        shot(imu, "spectrum")
+        page.mouse.move(0, 0)
+        page.evaluate("sensorstream.setViews('sim/imu', ['xy'])")
+        imu.get_by_test_id("xy-x").select_option("ax")
+        imu.get_by_test_id("xy-y").select_option("gx")
+        imu.get_by_test_id("xy-trail").select_option("5")
+        page.wait_for_function("(b => b && b.points > 100)(sensorstream.views('sim/imu').xy.bbox)")
+        shot(imu, "xy")
+        page.evaluate("sensorstream.setViews('sim/imu', ['time'])")
+        power = page.get_by_test_id("stream-sim/power")
+        page.evaluate("sensorstream.setViews('sim/power', ['time', 'gauge'])")
+        # the power simulator's current spikes fire its example alert every few seconds
+        page.wait_for_function("sensorstream.views('sim/power').gauge.some(g => g.alert === 'critical')", timeout=120_000, polling=20)
+        # just the alert list and this card, in one column
+        page.evaluate("for (const id of ['sim/env', 'sim/imu']) document.querySelector(`[data-stream='${id}']`).hidden = true;"
+                      " document.querySelector('.cards').style.gridTemplateColumns = '680px'")
+        _settle(page)
+        path = SHOTS / "view-gauge-alerts.png"
+        page.screenshot(path=str(path), full_page=True, clip=_union(page, ["[data-testid='alerts']", "[data-stream='sim/power']"]))
+        written.append(str(path.relative_to(REPO)))
+        page.evaluate("for (const id of ['sim/env', 'sim/imu']) document.querySelector(`[data-stream='${id}']`).hidden = false;"
+                      " document.querySelector('.cards').style.gridTemplateColumns = ''")
+        env = page.get_by_test_id("stream-sim/env")
+        chart = env.get_by_test_id("chart")
+        chart.scroll_into_view_if_needed()
+        b = chart.bounding_box()
+        page.mouse.move(b["x"] + b["width"] * 0.55, b["y"] + b["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(b["x"] + b["width"] * 0.9, b["y"] + b["height"] / 2, steps=5)
+        page.mouse.up()
+        page.wait_for_function("sensorstream.views('sim/env').zoom !== null")
+        env.get_by_test_id("zoom-badge").wait_for(state="visible")
+        page.wait_for_timeout(600)   # the legend's window statistics refresh twice a second
+        shot(env, "zoom")
+        browser.close()
+    return written
+
+
+def _union(page, selectors: list[str]) -> dict:
+    scroll = page.evaluate("[scrollX, scrollY]")   # full-page clips are in page coordinates
+    boxes = [page.locator(s).first.bounding_box() for s in selectors]
+    boxes = [{**b, "x": b["x"] + scroll[0], "y": b["y"] + scroll[1]} for b in boxes]
+    x0, y0 = min(b["x"] for b in boxes), min(b["y"] for b in boxes)
+    x1, y1 = max(b["x"] + b["width"] for b in boxes), max(b["y"] + b["height"] for b in boxes)
+    return {"x": x0 - 4, "y": y0 - 4, "width": x1 - x0 + 8, "height": y1 - y0 + 8}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -377,7 +454,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     a = ap.parse_args(argv)
     if a.screenshots:
-        print("\n".join(screenshots()))
+        print("\n".join(screenshots() + view_screenshots()))
         return 0
     res = run(quick=a.quick, soak_minutes=a.soak_minutes)
     text = json.dumps(res, indent=2)

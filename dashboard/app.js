@@ -720,7 +720,7 @@ window.sensorstream = {
     if (c >= 0 && sv.hidden.has(c) !== hidden) sv.toggleChannel(c, sv.legend.children[c].firstChild);
   },
   views: (id) => need(id).views.snapshot(),
-  setViews: (id, kinds) => { const v = need(id).views; for (const [k] of [["time"], ["spectrum"], ["xy"], ["gauge"]]) v.toggle(k, kinds.includes(k)); },
+  setViews: (id, kinds) => need(id).views.setKinds(kinds),
   resetZoom: (id) => need(id).views.resetZoom(),
   alerts: () => alertsSnapshot(),
   spectrumStats,

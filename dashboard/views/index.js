@@ -59,6 +59,9 @@ class CardViews {
     this.savedHidden = new Set(Array.isArray(saved.hidden) ? saved.hidden : []);
     if (sv.zoom) app.pauseAt(sv.zoom[1]);
     sv.decorate = (ctx, L, lanes, theme) => this.decorate(ctx, L, lanes, theme);
+    this.zoomBadge = h("button", { class: "tool zoom-badge", "data-testid": "zoom-badge", hidden: true, title: "Zoomed: click (or double-click the chart) to reset",
+      onclick: () => this.resetZoom() }, "zoomed ×");
+    sv.el.querySelector(".card-head .tools").prepend(this.zoomBadge);
     this.selection = h("div", { class: "zoom-sel", hidden: true });
     sv.plot.append(this.selection);
     this.bindZoom();
@@ -72,6 +75,15 @@ class CardViews {
   toggle(kind, on = !this.kinds.has(kind)) {
     if (!on && this.kinds.size === 1 && this.kinds.has(kind)) return;   // a card shows at least one view
     if (on) this.kinds.add(kind); else this.kinds.delete(kind);
+    this.apply();
+    this.changed();
+  }
+
+  /** Exactly these views (tests, links). */
+  setKinds(kinds) {
+    const want = new Set(kinds.filter((k) => VIEW_KINDS.some(([v]) => v === k)));
+    if (!want.size) return;
+    this.kinds = want;
     this.apply();
     this.changed();
   }
@@ -147,6 +159,8 @@ class CardViews {
   update(tEnd, windowS, theme) {
     const sv = this.sv;
     checkLimits(sv, this.limitState);
+    const zoomed = !!(sv.zoom || (sv.yZoom && Object.keys(sv.yZoom).length));
+    if (this.zoomBadge.hidden === zoomed) this.zoomBadge.hidden = !zoomed;
     const [te, ws] = sv.zoom ? [sv.zoom[1], sv.zoom[1] - sv.zoom[0]] : [tEnd, windowS];
     this.views.get("gauge")?.update(te, ws, theme);
     const now = performance.now();
