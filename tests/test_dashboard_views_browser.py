@@ -17,7 +17,7 @@ import tty
 
 import pytest
 
-from .test_dashboard_browser import WAIT, Page, ServerProcess, WsClient, launch_chromium, sync_api  # noqa: F401
+from .test_dashboard_browser import Page, ServerProcess, WsClient, browser, sync_api  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -42,14 +42,6 @@ def server(device, tmp_path_factory):
     srv.start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

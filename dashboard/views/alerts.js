@@ -4,6 +4,8 @@
 // the time band an alert fired in; gauges turn amber (warning) or red (critical).
 // Acknowledgements and ad-hoc limits are this browser's only (localStorage).
 
+import { h } from "./util.js";
+
 const MAX_EVENTS = 200;       // rows kept in the list
 const MAX_BANDS = 64;         // shaded bands kept per stream
 const LIMITS_KEY = "sensorstream.limits";
@@ -25,19 +27,6 @@ function save(key, value) {
 }
 acked = new Set(load(ACK_KEY, []));
 limits = load(LIMITS_KEY, {});
-
-function h(tag, attrs = {}, ...kids) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") el.className = v;
-    else if (k === "text") el.textContent = v;
-    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else el.setAttribute(k, v === true ? "" : v);
-  }
-  for (const kid of kids) if (kid !== null && kid !== undefined) el.append(kid);
-  return el;
-}
 
 /** One transition (a server `alert` message, or a local limit crossing). */
 export function onAlert(msg, local = false) {
