@@ -113,6 +113,16 @@ def _external(name: str, quick: bool) -> tuple[dict, list[dict], str]:
             v = live.get(key)
             if v is not None:
                 rows.append(row(sec, label, v, base.get(key), target, ok(v), unit))
+        spec = res.get("live_spectrum") or {}
+        sec = "dashboard + 16 spectra of 4,096 points at 10 Hz (baseline: time chart only, same run)"
+        for key, label, unit, target, ok in (
+            ("fps", "frames per second", "fps", ">= 57", lambda v: v >= 57),
+            ("main_thread_pct", "main thread busy", "% core", "<= 30", lambda v: v <= 30),
+            ("spectra_per_s", "spectra per second", "1/s", "", None),
+        ):
+            v = spec.get(key)
+            if v is not None:
+                rows.append(row(sec, label, v, live.get(key), target, ok(v) if ok else None, unit))
     return res, rows, text
 
 
