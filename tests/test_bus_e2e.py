@@ -25,16 +25,17 @@ ROOT = Path(__file__).resolve().parent.parent
 class Serve:
     """One `serve` process; its log goes to a file (a pipe nobody reads would fill and stall it)."""
 
-    def __init__(self, tmp_path, name: str, *args: str):
+    def __init__(self, tmp_path, name: str, *args: str, env: dict | None = None):
         self.log = tmp_path / f"{name}.log"
         self.args = args
+        self.env = env or {}
         self.proc: trio.Process | None = None
         self.port = 0
 
     async def start(self) -> "Serve":
         self.proc = await trio.lowlevel.open_process(
             [sys.executable, "-m", "sensorstream", "serve", "--port", "0", *self.args],
-            stdout=subprocess.PIPE, stderr=open(self.log, "ab"), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            stdout=subprocess.PIPE, stderr=open(self.log, "ab"), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **self.env})
         out = b""
         with trio.fail_after(20):
             while b"dashboard at" not in out:
@@ -91,8 +92,8 @@ async def procs():
                 await p.proc.wait()
 
 
-async def _serve(procs, tmp_path, name, *args):
-    p = await Serve(tmp_path, name, *args).start()
+async def _serve(procs, tmp_path, name, *args, env=None):
+    p = await Serve(tmp_path, name, *args, env=env).start()
     procs.append(p)
     return p
 
@@ -216,3 +217,50 @@ async def test_redis_restarting_mid_stream_recovers_without_restarting_sensorstr
     assert seqs == sorted(set(seqs))
     dropped = sum(t["batches"] for t in texts if t["type"] == "dropped")
     assert seqs[-1] - seqs[0] + 1 == len(seqs) + dropped
+
+
+async def test_a_password_in_the_bus_url_works_and_never_shows(tmp_path, procs, nursery):
+    r = await RedisProc(tmp_path, None, "--requirepass", "s3cret-pw").start()
+    try:
+        url = f"redis://:s3cret-pw@127.0.0.1:{r.port}/0"
+        pub = await _serve(procs, tmp_path, "pub", "--simulate", "--log-level", "debug",
+                           env={"SENSORSTREAM_BUS": url})  # from the environment, as a deployment would
+        await _wait_catalog(pub.port, nursery, ["sim/env"])
+        health = subprocess.run(["curl", "-s", f"http://127.0.0.1:{pub.port}/healthz"], capture_output=True, text=True).stdout
+        metrics = subprocess.run(["curl", "-s", f"http://127.0.0.1:{pub.port}/metrics"], capture_output=True, text=True).stdout
+        assert json.loads(health)["bus"]["url"] == f"redis://:***@127.0.0.1:{r.port}/0"
+        assert "sensorstream_bus_up 1.0" in metrics
+        pub.kill(signal.SIGTERM)
+        with trio.fail_after(10):
+            await pub.proc.wait()
+        for text in (health, metrics, pub.log.read_text()):
+            assert "s3cret-pw" not in text
+    finally:
+        r.kill_now()
+
+
+async def test_serve_over_a_real_3_node_cluster_with_sharded_pubsub(tmp_path, procs, nursery):
+    from .redis_util import RedisCluster
+
+    cluster = await RedisCluster(tmp_path).start()
+    try:
+        bus = ("--bus", cluster.url)
+        await _serve(procs, tmp_path, "pub", *bus, "--simulate")
+        gw = await _serve(procs, tmp_path, "gw", *bus)
+        cat = await _wait_catalog(gw.port, nursery, ["sim/env", "sim/imu", "sim/power"])
+        c = await Conn.open(nursery, gw.port)
+        await c.ws.send_message(protocol.subscribe(["sim/*"], ref=1))
+        seqs: dict[int, list[int]] = {}
+        with trio.fail_after(20):
+            while len(seqs) < 3 or min(len(v) for v in seqs.values()) < 5:
+                kind, m = await c.next()
+                if kind == "batch":
+                    b = protocol.decode_batch(m)
+                    seqs.setdefault(b.key, []).append(b.seq)
+        for key, s in seqs.items():
+            assert s == list(range(s[0], s[0] + len(s)))
+        keys = {cat[i]["key"] for i in cat}
+        shard = "".join(n.cli("pubsub", "shardchannels") for n in cluster.nodes)
+        assert all(f"ss:{{{k}}}:live" in shard for k in keys)
+    finally:
+        cluster.kill_now()
