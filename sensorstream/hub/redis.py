@@ -723,30 +723,38 @@ class RedisHub(LocalHub):
             await client.publish(channel, data)
 
     async def _write(self, client: Any, items: list[list]) -> None:
-        by_pub: dict[int, list[list]] = {}
-        for item in items:
-            by_pub.setdefault(item[0].handle, []).append(item)
-        for group in by_pub.values():
-            p = group[0][0]
-            key, xkey, chan = p.key, history_key(p.key), live_channel(p.key)
-            maxlen = p.maxlen(self.limits)
+        """XADD then PUBLISH each batch, one pipelined round trip for all of them
+        (per stream on a cluster, where a pipeline stays on one shard)."""
+        if self.url.cluster:
+            groups: dict[int, list[list]] = {}
+            for item in items:
+                groups.setdefault(item[0].handle, []).append(item)
+            rounds = list(groups.values())
+        else:
+            rounds = [items]
+        publish = "spublish" if self.url.cluster else "publish"
+        for group in rounds:
             pipe = client.pipeline(transaction=False, raise_on_error=False, timeout=self.op_timeout)
             async with pipe:
                 for item in group:
+                    p = item[0]
+                    key = p.key
                     if item[4] is None or item[5] != key:  # encoded once, even if written twice
                         item[4] = protocol.encode_batch(key, p.base + item[1], item[2], item[3])
                         item[5] = key
-                    seq = p.base + item[1]
-                    pipe.xadd(xkey, {b"b": item[4]}, identifier=f"{seq}-1", trim_strategy=PureToken.MAXLEN, threshold=maxlen)
-                    (pipe.spublish if self.url.cluster else pipe.publish)(chan, item[4])
+                    pipe.xadd(history_key(key), {b"b": item[4]}, identifier=f"{p.base + item[1]}-1",
+                              trim_strategy=PureToken.MAXLEN, threshold=p.maxlen(self.limits))
+                    getattr(pipe, publish)(live_channel(key), item[4])
             for r in pipe.results or ():
                 if isinstance(r, Exception) and "equal or smaller" not in str(r):
                     raise r
             now = time.monotonic()
-            if p.t_first is None:
-                p.t_first = now
-            p.sent += len(group)
-            p.sent_bytes += sum(len(item[4]) for item in group)
+            for item in group:
+                p = item[0]
+                if p.t_first is None:
+                    p.t_first = now
+                p.sent += 1
+                p.sent_bytes += len(item[4])
             self.bus.written += len(group)
 
 
