@@ -126,12 +126,45 @@ def new_path(text: str) -> str:
     return text
 
 
+#: Stream ids are subscribed to by name and by glob: no spaces, no glob characters.
+STREAM_ID = r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}"
+
+
+def stream_id(text: str) -> str:
+    if not re.fullmatch(STREAM_ID, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a stream id: letters, digits and . _ : / - (no spaces), e.g. sim/late")
+    return text
+
+
 def late(spec: str) -> tuple[str, float]:
     """ID:SECONDS (`--simulate-late`)."""
-    stream_id, _, delay = spec.rpartition(":")
-    if not stream_id:
+    sid, _, delay = spec.rpartition(":")
+    if not sid:
         raise argparse.ArgumentTypeError(f"expected ID:SECONDS, e.g. sim/late:2, not {spec!r}")
-    return stream_id, number(0)(delay)
+    return stream_id(sid), number(0)(delay)
+
+
+def serial_port(spec: str) -> str:
+    """PORT or PORT@BAUD (`--serial`): a path or a pyserial URL; BAUD a whole number."""
+    head, sep, tail = spec.rpartition("@")
+    if not spec.strip():
+        raise argparse.ArgumentTypeError("expected PORT or PORT@BAUD, e.g. /dev/ttyUSB0@115200")
+    if sep and head and "://" not in spec:
+        try:
+            baud(tail)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"expected PORT@BAUD with BAUD {str(e).removeprefix('must be ')}") from None
+    return spec
+
+
+def origin(text: str) -> str:
+    """A browser origin (`--allow-origin`): scheme://host[:port], or * for any."""
+    if text == "*":
+        return text
+    m = re.fullmatch(r"(https?)://([^/:?#\s\[\]]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?/?", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected an origin such as https://grafana.example.com or http://localhost:3000 (or *), not {text!r}")
+    return text.rstrip("/")
 
 
 def wide(spec: str) -> tuple[int, float]:

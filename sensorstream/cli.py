@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--port", type=argtypes.listen_port, default=d.port, help="TCP port, 1-65535 (0 picks a free one)")
     g.add_argument("--token", default=None,
                    help=f"WebSocket and /metrics clients must present this (?token=... or Authorization: Bearer); also ${TOKEN_ENV}")
-    g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+    g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", type=argtypes.origin,
                    help="also accept WebSocket upgrades from this browser origin, e.g. https://grafana.example.com (repeatable; * allows any)")
     g.add_argument("--insecure", action="store_true", help="allow binding a non-loopback address without a token")
     g.add_argument("--certfile", default=None, type=argtypes.readable_file, help="TLS certificate chain (PEM file): serve https/wss on the same port")
@@ -397,17 +397,25 @@ def parse_serve_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argp
         defaults["token"] = os.environ[TOKEN_ENV]
     if os.environ.get(BUS_ENV):
         defaults["bus"] = os.environ[BUS_ENV]
-    if not defaults:
-        return a
-    sp.set_defaults(**defaults)
-    a = p.parse_args(argv)
-    # argparse appends repeated flags to a list default; a flag given on the
-    # command line replaces the file's list instead.
-    for dest, value in defaults.items():
-        got = getattr(a, dest, None)
-        if isinstance(value, list) and isinstance(got, list) and len(got) > len(value) and got[: len(value)] == value:
-            setattr(a, dest, got[len(value):])
+    if defaults:
+        sp.set_defaults(**defaults)
+        a = p.parse_args(argv)
+        # argparse appends repeated flags to a list default; a flag given on the
+        # command line replaces the file's list instead.
+        for dest, value in defaults.items():
+            got = getattr(a, dest, None)
+            if isinstance(value, list) and isinstance(got, list) and len(got) > len(value) and got[: len(value)] == value:
+                setattr(a, dest, got[len(value):])
+    _check_together(sp, a)
     return a
+
+
+def _check_together(sp: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Flags that mean nothing without another one: said, not silently ignored (exit 2)."""
+    if a.keyfile and not a.certfile:
+        sp.error("--keyfile needs --certfile (the certificate to serve with that key)")
+    if a.imu_rate is not None and not a.simulate:
+        sp.error("--imu-rate sets the rate of --simulate's IMU: add --simulate")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -230,3 +230,31 @@ async def test_healthz_lists_failed_and_stale_streams_at_once_and_metrics_carry_
         assert now[(sid, status)] == 1
         assert sum(v for (s, _), v in now.items() if s == sid) == 1
     del live
+
+
+async def test_a_port_another_reader_holds_is_refused_and_the_log_says_why(caplog):
+    """Two readers of one port would each get part of its bytes: whichever opens it
+    second is refused (disconnected, retrying) and the log says why."""
+    from sensorstream.sources.serial import run_serial, spec_from_arg
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    hub = LocalHub()
+    rec = Announcements()
+    hub.attach(rec)
+    first = spec_from_arg(os.ttyname(slave))
+    second = spec_from_arg(os.ttyname(slave))
+    second.stream_id = "serial/second"
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_serial, hub, first)
+            await nursery.start(run_serial, hub, second)
+            with trio.fail_after(20):
+                await rec.wait_for("disconnected")
+            statuses = sorted(hub.stream_by_id(s.stream_id).status for s in (first, second))
+            assert statuses == ["disconnected", "live"]
+            assert any("in use by another program" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+            nursery.cancel_scope.cancel()
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -29,7 +29,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..argtypes import suggest
+from ..argtypes import STREAM_ID, suggest
 from ..server.security import ConfigError
 
 
@@ -134,8 +134,8 @@ def register(section: Section) -> Section:
     return section
 
 
-# Stream ids are subscribed to by name and glob: no spaces, no glob characters.
-STREAM_ID = r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}"
+#: Keys of a simulator profile's channels (devices/sim-*.toml), never of a device's.
+SIGNAL_KEYS = frozenset({"base", "amplitude", "period_s", "phase", "drift", "noise", "spike_prob", "spike_size"})
 
 
 def _port_check(sec: dict[str, Any]) -> None:
@@ -246,6 +246,10 @@ def _unknown_top_level(path: str, key: str, value: Any) -> ProfileError:
 def validate(doc: Mapping[str, Any], path: str | os.PathLike = "<profile>") -> None:
     """Raise ProfileError for the first thing in `doc` the schema does not allow."""
     path = os.fspath(path)
+    chans = doc.get("channels")
+    if "port" not in doc and isinstance(chans, list) and any(isinstance(c, dict) and SIGNAL_KEYS & c.keys() for c in chans):
+        raise ProfileError(f"{path} is a simulator profile (its channels describe signals), not a device profile: "
+                           f"run it with `sensorstream simulate --pty --profile {path}` and serve --serial the path it prints")
     for key, value in doc.items():
         section = SECTIONS.get(key)
         if section is None:

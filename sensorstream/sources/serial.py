@@ -180,7 +180,19 @@ def _open(path: str, baud: int) -> serial.SerialBase:
     if "://" in path:
         # URL ports: a short timeout lets the reader thread notice cancellation.
         return serial.serial_for_url(path, baudrate=baud, timeout=0.1)
-    return serial.Serial(path, baudrate=baud, timeout=0)
+    # exclusive: two readers of one port would each get part of its bytes, silently;
+    # with a lock the second one is refused, and says why (open_error).
+    return serial.Serial(path, baudrate=baud, timeout=0, exclusive=True)
+
+
+def open_error(e: BaseException) -> str:
+    """Why a port would not open, in words a user can act on."""
+    text = str(e)
+    if "exclusively lock" in text:
+        return "in use by another program (another sensorstream, or a serial monitor that locks it); close it"
+    if isinstance(e, OSError) and e.errno == 13 or "Permission denied" in text:
+        return "permission denied (on Linux: add yourself to the dialout group, then log in again)"
+    return text
 
 
 async def _read_chunks(ser: serial.SerialBase, coalesce_s: float = COALESCE_S):
@@ -260,7 +272,7 @@ async def run_serial(
                         feed.set_status("disconnected")
                     # Log the first failure and then only at the backoff cap, not every retry.
                     if counters["open_failures"] == 1 or delay >= backoff_max:
-                        log.warning("%s: cannot open %s (%s); retrying in %.1f s", spec.stream_id, where or spec.path, e, delay)
+                        log.warning("%s: cannot open %s (%s); retrying in %.1f s", spec.stream_id, where or spec.path, open_error(e), delay)
                     await trio.sleep(delay)
                     delay = min(delay * 2, backoff_max)
                     continue

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def add_serve_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--serial", action="append", default=[], metavar="PORT[@BAUD]",
+    group.add_argument("--serial", action="append", default=[], metavar="PORT[@BAUD]", type=argtypes.serial_port,
                        help="read a serial port (a path like /dev/ttyUSB0, or a pyserial URL such as "
                             "socket://host:port, rfc2217://host:port, loop://); repeatable; format auto-detected")
     group.add_argument("--baud", type=argtypes.baud, default=115200, help="baud rate (bits per second) for --serial ports without @BAUD")
