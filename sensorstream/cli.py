@@ -28,7 +28,8 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         d = action.default
-        if "default" in text or d in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+        empty = d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, list) and not d)  # (not `in`: 0 == False)
+        if "default" in text or empty or not action.option_strings:
             return text
         return f"{text} (default: {d:g})" if isinstance(d, float) else f"{text} (default: {d})"
 
