@@ -95,3 +95,29 @@ def test_a_missing_or_wrong_token_is_said_instead_of_reconnecting_for_ever_and_n
         sync_api.expect(empty).to_contain_text("no sources", timeout=WAIT)
         for flag in ("--simulate", "--serial", "--device"):
             assert flag in empty.text_content()
+
+
+def test_ctrl_c_on_serve_with_a_dashboard_open_exits_at_once(browser):
+    """The page keeps an idle HTTP keep-alive connection besides its WebSocket, and
+    reconnects ~250 ms after a 1001. Shutdown waited for every TCP connection, so it
+    took close_timeout + 1 s = 2.1 s; it waits for WebSocket closes only now."""
+    import signal
+    import time
+
+    from .browser_util import ServerProcess
+
+    srv = ServerProcess(["--simulate", "--log-level", "info"]).start()
+    try:
+        pg = _open(browser, srv.url)
+        pg.wait("sensorstream.state.conn === 'connected' && sensorstream.ids().length >= 3")
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGINT)
+        rc = srv.proc.wait(10)
+        elapsed = time.monotonic() - t0
+        assert rc == 0
+        assert elapsed < 1.0, elapsed  # (typically 0.1-0.2 s, process exit included)
+        log = "".join(srv.output).split("shutting down", 1)[1]
+        assert ": open (session" not in log and "Traceback" not in log, log
+        pg.wait("sensorstream.state.conn !== 'connected'")
+    finally:
+        srv.stop()

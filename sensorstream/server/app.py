@@ -76,14 +76,18 @@ class Server:
         self.keeper = Keeper(cfg.ping_interval, cfg.ping_timeout, cfg.heartbeat_s)
         self.ws_context = SessionContext(cfg, self.hub, self.stats, self.keeper, Framer(), self.queue_bytes, self.alerts)
         self.http_context = HttpContext(cfg, self.stats, self.static, self.ssl_context is not None, self.health,
-                                        self.metrics_text, self.handle_websocket)
+                                        self.metrics_text, self._websocket)
         self.sources: list[Source] = []
         self.port: int | None = None
         self._open_connections = 0
         self._refusing = 0
         self._per_address = AddressCounts()
-        self._no_connections = trio.Event()
-        self._no_connections.set()
+        # WebSocket connections not yet fully closed (close handshake included): what
+        # shutdown waits for. Idle HTTP keep-alive connections (a browser keeps the
+        # page's) are not waited for; cancelling the nursery ends them.
+        self._websockets = 0
+        self._no_websockets = trio.Event()
+        self._no_websockets.set()
         self._listen_scope = trio.CancelScope()
         self._shutting_down = False
         self._changed = trio.Event()
@@ -149,7 +153,7 @@ class Server:
         for s in list(self.sessions):
             s.stop("server shutting down", 1001)
         with trio.move_on_after(self.cfg.close_timeout + 1.0):
-            await self._no_connections.wait()
+            await self._no_websockets.wait()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -200,7 +204,6 @@ class Server:
         self._open_connections += 1
         self.stats.tcp_connections_open += 1
         self._per_address.add(address)
-        self._no_connections = trio.Event() if self._open_connections == 1 else self._no_connections
         conn: trio.abc.Stream = stream
         try:
             tls = await self._start_tls(stream, peer)
@@ -217,8 +220,6 @@ class Server:
             self._per_address.remove(address)
             self.stats.tcp_connections_open -= 1
             self._open_connections -= 1
-            if self._open_connections == 0:
-                self._no_connections.set()
 
     async def _start_tls(self, stream: trio.SocketStream, peer: str) -> trio.abc.Stream | None:
         """The stream to speak HTTP on: the TCP stream itself, or TLS around it
@@ -240,6 +241,18 @@ class Server:
             log.info("tls %s: handshake failed (%s)", peer, e.__cause__ or e, extra={"event": "refused", "peer": peer, "reason": "tls_failed"})
             return None
         return tls
+
+    async def _websocket(self, up: Upgrade) -> None:
+        """handle_websocket, counted until its close handshake is over (for shutdown)."""
+        self._websockets += 1
+        if self._websockets == 1:
+            self._no_websockets = trio.Event()
+        try:
+            await self.handle_websocket(up)
+        finally:
+            self._websockets -= 1
+            if self._websockets == 0:
+                self._no_websockets.set()
 
     async def handle_websocket(self, up: Upgrade) -> None:
         """The WebSocket life of a connection whose upgrade the front door accepted."""
