@@ -212,6 +212,22 @@ async def test_a_hanging_webhook_does_not_slow_the_stream(make_server, nursery, 
     assert server.hub.stats(server.hub.stream_by_id("dev/test").key).samples == 41
 
 
+async def test_a_device_that_goes_quiet_fires_its_stale_alert_and_data_resolves_it(make_server, nursery, pty):
+    """The status alert builds on the server's own `stale` status (staleness.py: no
+    sample for max(2 s, ...)); real time, as the staleness watcher runs on trio's clock."""
+    server = await start_device(make_server, nursery, pty, [{"status": ["stale", "disconnected"], "severity": "critical",
+                                                              "message": "device silent"}])
+    c = await subscribe(nursery, server, "dev/test")
+    pty.write(b"junk\n1\n")
+    await collect(c, 1)
+    [fired] = await alerts_until(c, 1, timeout=10)   # ~2 s of silence
+    assert (fired["state"], fired["channel"], fired["value"], fired["message"]) == ("firing", None, None, "device silent")
+    assert server.hub.stream_by_id("dev/test").status == "stale"
+    pty.write(b"2\n")
+    [resolved] = await alerts_until(c, 1, timeout=10)
+    assert resolved["state"] == "resolved" and resolved["id"] == fired["id"]
+
+
 async def test_the_webhook_retries_with_backoff_until_the_receiver_accepts(nursery):
     receiver = Receiver("fail:2")
     url = await receiver.start(nursery)

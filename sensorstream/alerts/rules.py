@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SEVERITIES = ("warning", "critical")
-#: Stream statuses a rule may watch. `stale` and `failed` are reported by sources
-#: that know them; a rule on a status a source never reports simply never fires.
+#: Stream statuses a rule may watch: `disconnected` (the source lost its device),
+#: `stale` (the server saw no sample for a while, staleness.py), `failed` (the source died).
 STATUSES = ("disconnected", "stale", "failed")
 KEYS = ("stream", "name", "channel", "above", "below", "status", "for_ms", "clear_ms", "severity", "message")
 #: Rules per server: each is evaluated on every batch of the streams it covers.
