@@ -245,3 +245,21 @@ async def test_cluster_end_to_end_with_sharded_pubsub_and_hash_tags(cluster, nur
     # Sharded pub/sub: the live channels are shard channels on their nodes.
     shard_channels = "".join(n.cli("pubsub", "shardchannels") for n in cluster.nodes)
     assert all(f"ss:{{{k}}}:live" in shard_channels for k in got.keys)
+
+
+async def test_garbage_on_the_bus_is_skipped_and_the_stream_goes_on(redis, nursery):
+    pub = await start_hub(nursery, redis.url)
+    gw = await start_hub(nursery, redis.url)
+    h = pub.add_stream("dev/a", [Channel("x")]).key
+    await eventually(lambda: gw.stream_by_id("dev/a") is not None)
+    sink = Sink()
+    gw.attach(sink)
+    await gw.ready(["dev/a"])
+    key = gw.subscribe(sink, ["dev/a"]).keys[0]
+    redis.cli("publish", f"ss:{{{key}}}:live", "not a batch")
+    redis.cli("publish", "{ss}:events", "{not json")
+    redis.cli("publish", "{ss}:events", '{"key": "x"}')
+    for i in range(3):
+        pub.publish(h, i, *batch(i, c=1))
+    await eventually(lambda: sink.seqs() == [0, 1, 2])
+    assert gw.bus.up

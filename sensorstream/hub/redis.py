@@ -59,6 +59,9 @@ from .local import LocalHub, _Stream
 log = logging.getLogger("sensorstream.hub.redis")
 
 IDS, KEYS, KEYSEQ, CATALOG, EVENTS = "{ss}:ids", "{ss}:keys", "{ss}:keyseq", "{ss}:catalog", "{ss}:events"
+_EVENTS_B = EVENTS.encode()
+#: Live batches a mirror holds while it reads history (then delivered in seq order).
+MAX_PENDING = 10_000
 
 
 def alive_key(owner: str) -> str:
@@ -371,8 +374,16 @@ class RedisHub(LocalHub):
     # ---- live path (the pub/sub connection's task calls this for every message)
 
     def _on_message(self, msg: Mapping[str, Any]) -> None:
+        # Runs in coredis' reader task: an exception here would end the pub/sub
+        # connection for every stream, so one bad message is logged and skipped.
+        try:
+            self._dispatch(msg)
+        except Exception:
+            log.exception("bus: a message on %r could not be handled; skipped", msg.get("channel"))
+
+    def _dispatch(self, msg: Mapping[str, Any]) -> None:
         data = msg["data"]
-        if msg["channel"] == EVENTS.encode():
+        if msg["channel"] == _EVENTS_B:
             try:
                 self._on_event(json.loads(data))
             except (ValueError, KeyError, TypeError):
@@ -388,6 +399,9 @@ class RedisHub(LocalHub):
             return
         if m.filling:
             m.pending.append(data)
+            if len(m.pending) > MAX_PENDING:
+                # Bounded: what is dropped here is still in history, read by the catch-up.
+                del m.pending[: len(m.pending) - MAX_PENDING]
             return
         if m.expect is not None and seq > m.expect:
             # A seq we have not seen: history has it, or it is lost. Read first.
