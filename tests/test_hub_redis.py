@@ -263,3 +263,24 @@ async def test_garbage_on_the_bus_is_skipped_and_the_stream_goes_on(redis, nurse
         pub.publish(h, i, *batch(i, c=1))
     await eventually(lambda: sink.seqs() == [0, 1, 2])
     assert gw.bus.up
+
+
+async def test_a_publishers_streams_stay_live_with_the_staleness_watcher_and_go_stale_when_quiet(redis, nursery):
+    """Observers (staleness, alerts) watch the published stream, not the mirror of it."""
+    from sensorstream.staleness import StalenessWatcher
+
+    pub = await start_hub(nursery, redis.url)
+    watcher = StalenessWatcher(pub, 0.05)
+    nursery.start_soon(watcher.run)
+    h = pub.add_stream("dev/a", [Channel("x")], rate_hz=100).key
+    await eventually(lambda: pub.stream_by_id("dev/a") is not None)
+    t_end = trio.current_time() + 2.5  # longer than the 2 s stale limit
+    i = 0
+    while trio.current_time() < t_end:
+        pub.publish(h, i, *batch(i, c=1))
+        i += 1
+        await trio.sleep(0.05)
+    assert pub.stream_by_id("dev/a").status == "live"
+    await eventually(lambda: pub.stream_by_id("dev/a").status == "stale", timeout=10)
+    pub.publish(h, i, *batch(i, c=1))
+    await eventually(lambda: pub.stream_by_id("dev/a").status == "live", timeout=10)

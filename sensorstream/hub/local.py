@@ -108,6 +108,11 @@ class LocalHub(Hub):
         self._install(info)
         return info
 
+    def _table_observers(self) -> tuple:
+        """Who hears about changes to these tables: the hub's observers. (A bus hub's
+        tables are mirrors; its observers watch the streams it publishes instead.)"""
+        return self.observers
+
     def _key_for(self, id: str) -> int:
         """The same key for the same id on every start, whatever order sources come up
         in (they start concurrently). 31 bits, so a collision (which only then makes
@@ -128,7 +133,7 @@ class LocalHub(Hub):
                 st.subs.add(sub)
         st.fanout = tuple(st.subs)
         self._announce(protocol.stream_msg(info))
-        for obs in self.observers:
+        for obs in self._table_observers():
             obs.on_stream(info)
         log.info("stream added: %s (key %d, %d channels)", info.id, info.key, len(info.channels))
         return st
@@ -140,7 +145,7 @@ class LocalHub(Hub):
         if info != st.info:
             st.info = info
             self._announce(protocol.stream_msg(info))
-            for obs in self.observers:
+            for obs in self._table_observers():
                 obs.on_stream(info)
         return info
 
@@ -167,7 +172,7 @@ class LocalHub(Hub):
             return
         del self._by_id[st.info.id]
         self._announce(protocol.stream_removed(key))
-        for obs in self.observers:
+        for obs in self._table_observers():
             obs.on_removed(key)
 
     def publish(self, key: int, seq: int, timestamps: np.ndarray, values: np.ndarray) -> None:
@@ -175,7 +180,7 @@ class LocalHub(Hub):
         payload = protocol.encode_batch(key, seq, timestamps, values)
         n = len(timestamps)
         self._fan_out(st, Frame(key, seq, float(timestamps[-1]) if n else 0.0, n, payload))
-        for obs in self.observers:
+        for obs in self._table_observers():
             obs.on_batch(st.info, timestamps, values)
 
     def notify_subscribers(self, key: int, text: str) -> None:

@@ -165,6 +165,12 @@ class RedisHub(LocalHub):
 
     needs_ready = True
 
+    def _table_observers(self) -> tuple:
+        # Observers (alerts, staleness) watch the streams this process publishes, by
+        # handle, where the samples are; the mirrors of the same streams would be a
+        # second copy of each, never fed a batch.
+        return ()
+
     def __init__(self, url: str, limits: HubLimits = HubLimits(), *, ttl_s: float = 5.0, op_timeout: float = 2.0,
                  outbox_batches: int = 10_000, outbox_bytes: int = 64 * 1024 * 1024, backoff_max: float = 1.0,
                  ready_timeout: float = 3.0, linger_s: float = 10.0):
