@@ -7,6 +7,7 @@ the test suite; docs/conformance.md)."""
 from __future__ import annotations
 
 import os
+import socket
 import struct
 
 import pytest
@@ -16,7 +17,7 @@ import trio_websocket
 from .conformance import checks, report, suite
 from .conformance.procs import Child, python_module
 from .server_thread import ServerThread, client_frame
-from .wire import FrameReader, raw_handshake
+from .wire import FrameReader, raw_handshake, upgrade_request
 
 
 # ----------------------------------------------------------------- the echo server
@@ -144,3 +145,16 @@ def test_a_short_run_passes_and_a_failing_case_fails_the_check(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "sensorstream case 9.1.1 is FAILED" in err and "case 1.1.1" not in err
     assert (tmp_path / "reports" / "index.html").exists()
+
+
+def test_echo_server_stops_cleanly_on_sigterm_with_a_client_connected(tmp_path):
+    with Child("echo", python_module("tests.conformance.echo_server", "--port", "0"), tmp_path / "echo.log") as c:
+        s = socket.create_connection(("127.0.0.1", c.port), timeout=10)
+        s.sendall(upgrade_request(c.port))
+        assert s.recv(4096).startswith(b"HTTP/1.1 101")
+        # The open connection gets a close frame (1001), and the process exits 0.
+        assert c.stop(timeout=10) == 0
+        frame = s.recv(4096)
+        assert frame[0] == 0x88 and struct.unpack("!H", frame[2:4])[0] == 1001
+        s.close()
+    assert "Traceback" not in (tmp_path / "echo.log").read_text()
