@@ -1,0 +1,370 @@
+"""Writing recordings: a file writer (synchronous, no trio) and the recorder that
+feeds it from the hub without ever making the live path wait.
+
+    hub.publish ─ Recorder.deliver ─> pending list (bounded in bytes; beyond: counted drops)
+                                          │  every `write_interval`, in a worker thread
+                                          v
+                                    RecordingWriter ─> mcap.Writer ─> file (zstd chunks)
+
+The hub calls `deliver` synchronously for every batch, exactly as it calls a
+client session's; `deliver` only appends a reference to the already-encoded
+payload. All file I/O happens in a worker thread, so a disk that is full, slow
+or frozen costs the recording (counted drops, reported once) and nothing else.
+
+Crash safety comes from the chunk policy: a chunk is closed, written and
+flushed to the OS once it holds `chunk_age_s` of data (default 1 s) or
+`chunk_bytes`, so a SIGKILL loses at most the open chunk and what waits in the
+pending list; every chunk before it reads back (recording.open, or mcap's
+StreamReader). The summary and indexes are written on close.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable
+
+import trio
+from mcap.writer import CompressionType, Writer
+
+from .. import __version__
+from ..protocol import StreamInfo
+from .format import DROPS_METADATA, INFO_METADATA, MESSAGE_ENCODING, PROFILE, channel_metadata, to_ns
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024  # uncompressed payload bytes per chunk, at most
+DEFAULT_CHUNK_AGE_S = 1.0  # data in the open chunk (what a crash can lose) is younger than this
+DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024  # batches waiting for the disk; beyond: counted drops
+DEFAULT_WRITE_INTERVAL = 0.2
+
+
+class RecordingWriter:
+    """One MCAP file. Not thread-safe; not async: the recorder runs it in a worker thread.
+
+    `f` is any binary file object; `close()` writes the summary (channels,
+    statistics, chunk indexes) and closes it."""
+
+    def __init__(self, f: BinaryIO, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, info: dict[str, str] | None = None):
+        self._f = f
+        self.chunk_bytes = chunk_bytes
+        # chunk_size is out of reach: this class decides when a chunk closes (by age
+        # and size), so that every closed chunk is also flushed to the OS at once.
+        self._mcap = Writer(f, chunk_size=1 << 62, compression=CompressionType.ZSTD)
+        self._mcap.start(profile=PROFILE, library=f"sensorstream/{__version__}")
+        self._mcap.add_metadata(INFO_METADATA, {"sensorstream": __version__, **(info or {})})
+        f.flush()
+        self._channels: dict[int, tuple[StreamInfo, int]] = {}  # stream key -> (layout, MCAP channel id)
+        self.open_bytes = 0  # payload bytes in the open chunk
+        self.open_messages = 0
+        self.opened_at = 0.0  # caller's clock when the open chunk got its first message
+        self.messages = 0
+        self.closed = False
+
+    def _channel(self, info: StreamInfo) -> int:
+        layout = replace(info, status="live")
+        known = self._channels.get(info.key)
+        if known is not None and known[0] == layout:
+            return known[1]
+        cid = self._mcap.register_channel(topic=info.id, message_encoding=MESSAGE_ENCODING, schema_id=0,
+                                          metadata=channel_metadata(info))
+        self._channels[info.key] = (layout, cid)
+        return cid
+
+    def write(self, info: StreamInfo, seq: int, t_last: float, payload: bytes | memoryview, received: float, now: float = 0.0) -> None:
+        cid = self._channel(info)
+        if self.open_messages == 0:
+            self.opened_at = now
+        self._mcap.add_message(cid, log_time=to_ns(t_last), data=payload, publish_time=to_ns(received), sequence=seq & 0xFFFFFFFF)
+        self.open_bytes += len(payload)
+        self.open_messages += 1
+        self.messages += 1
+        if self.open_bytes >= self.chunk_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Close the open chunk (if any) and hand everything to the OS."""
+        if self.open_messages:
+            self._mcap.flush()  # finalizes the chunk, writes it and its message indexes, flushes f
+            self.open_bytes = self.open_messages = 0
+
+    def note_drops(self, drops: dict[str, int]) -> None:
+        """Write the running drop counts (a metadata record between chunks; the newest one counts)."""
+        self.flush()
+        self._mcap.add_metadata(DROPS_METADATA, {k: str(v) for k, v in drops.items()})
+        self._f.flush()
+
+    @property
+    def size(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._mcap.finish()
+            self._f.flush()
+        finally:
+            self._f.close()
+
+    def abandon(self) -> None:
+        """Close the file without a summary (after a write error: it may be unwritable)."""
+        self.closed = True
+        try:
+            self._f.close()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- the recorder
+
+
+@dataclass
+class RecorderConfig:
+    """Where and how to record. `directory`: rotated files named by start time;
+    `file`: exactly this file (no rotation)."""
+
+    directory: Path | None = None
+    file: Path | None = None
+    streams: tuple[str, ...] = ("*",)
+    max_bytes: int | None = None  # rotate once a file is this big
+    max_age_s: float | None = None  # rotate once a file is this old
+    chunk_age_s: float = DEFAULT_CHUNK_AGE_S
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
+    write_interval: float = DEFAULT_WRITE_INTERVAL
+    retry_s: float = 5.0  # after a write error, try a new file this much later
+    prefix: str = "sensorstream"
+    source: str = "serve"  # written into the file's info metadata
+    # How a file is opened (tests substitute a frozen or full target). 'xb': never overwrite.
+    opener: Callable[[Path], BinaryIO] = field(default=lambda p: open(p, "xb"))
+
+
+@dataclass
+class RecorderStats:
+    batches: int = 0  # written
+    samples: int = 0
+    bytes: int = 0  # payload bytes written
+    dropped: int = 0  # batches not recorded (queue full or disk failing)
+    errors: int = 0  # write/open failures (each reported once per episode in the log)
+    files: list[str] = field(default_factory=list)
+    failing: str | None = None  # the current error, while it lasts
+
+    def to_json(self) -> dict:
+        return {"batches": self.batches, "samples": self.samples, "bytes": self.bytes, "dropped": self.dropped,
+                "errors": self.errors, "file": self.files[-1] if self.files else None,
+                **({"failing": self.failing} if self.failing else {})}
+
+
+def check_directory(path: Path) -> None:
+    """Raise OSError now if recordings cannot be created in `path` (for a clear start-up error)."""
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".sensorstream-probe-{os.getpid()}"
+    with open(probe, "wb"):
+        pass
+    probe.unlink()
+
+
+# One pending batch: (stream info, seq, t_last, n samples, payload, wall time received).
+_Item = tuple[StreamInfo, int, float, int, "bytes | memoryview", float]
+
+
+class Recorder:
+    """Records batches into MCAP files; a hub subscriber when given a hub.
+
+    `deliver` (hub side) and `put` (anything else, e.g. `sensorstream record`)
+    return at once. `run` owns the writing: start it in a nursery; cancelling it
+    closes the file with its summary (bounded in time, even with a frozen disk)."""
+
+    def __init__(self, cfg: RecorderConfig, hub=None):
+        if (cfg.directory is None) == (cfg.file is None):
+            raise ValueError("give exactly one of directory and file")
+        self.cfg = cfg
+        self.hub = hub
+        self.stats = RecorderStats()
+        self.drops: dict[str, int] = {}  # stream id -> batches dropped
+        self._infos: dict[int, StreamInfo] = {}
+        self._pending: list[_Item] = []
+        self._pending_bytes = 0
+        self._inflight_bytes = 0
+        self._wake = trio.Event()
+        self._lock = threading.Lock()  # the writer is used by one worker thread at a time
+        self._writer: RecordingWriter | None = None
+        self._file_started = 0.0
+        self._retry_at = 0.0
+        self._retry_delay = cfg.retry_s
+        self._drops_written: dict[str, int] = {}
+        self._seq_of_file = 0
+
+    # ------------------------------------------------------------------ the live side (never blocks)
+
+    def deliver(self, frame) -> None:
+        info = self._infos.get(frame.key)
+        if info is not None:
+            self.put(info, frame.seq, frame.t_last, frame.n_samples, frame.payload)
+
+    def notify(self, text: str) -> None:
+        # Catalog changes (rare): keep each stream's description, so a batch is
+        # recorded under the layout it was published with.
+        if '"type":"stream"' not in text:
+            return
+        info = StreamInfo.from_json(json.loads(text)["stream"])
+        self._infos[info.key] = info
+
+    def put(self, info: StreamInfo, seq: int, t_last: float, n_samples: int, payload: bytes | memoryview) -> None:
+        size = len(payload)
+        if self._pending_bytes + self._inflight_bytes + size > self.cfg.queue_bytes or self.stats.failing is not None:
+            self._drop(info.id)
+            return
+        self._pending.append((info, seq, t_last, n_samples, payload, time.time()))
+        self._pending_bytes += size
+        if self._pending_bytes > self.cfg.chunk_bytes:
+            self._wake.set()
+
+    def _drop(self, stream_id: str, n: int = 1) -> None:
+        self.stats.dropped += n
+        self.drops[stream_id] = self.drops.get(stream_id, 0) + n
+
+    # ------------------------------------------------------------------ the writing side
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        if self.hub is not None:
+            self.hub.attach(self)
+            for info in self.hub.catalog():
+                self._infos[info.key] = info
+            self.hub.subscribe(self, self.cfg.streams)
+        task_status.started()
+        try:
+            while True:
+                with trio.move_on_after(self.cfg.write_interval):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                await self._write_pending(trio.current_time())
+        finally:
+            if self.hub is not None:
+                self.hub.detach(self)
+            # Shutdown: what is pending, then the summary. Bounded, so a frozen disk
+            # cannot hold up the process: the worker thread is then abandoned.
+            with trio.CancelScope(shield=True), trio.move_on_after(5.0) as scope:
+                await self._write_pending(trio.current_time(), closing=True)
+            if scope.cancelled_caught:
+                log.error("recording: the disk did not take the last writes within 5 s; %s is left without its summary "
+                          "(`sensorstream recover` fixes that)", self.stats.files[-1] if self.stats.files else "the file",
+                          extra={"event": "recording_error"})
+
+    async def _write_pending(self, now: float, closing: bool = False) -> None:
+        items, self._pending = self._pending, []
+        moved, self._pending_bytes = self._pending_bytes, 0
+        self._inflight_bytes += moved
+        drops = dict(self.drops) if self.drops != self._drops_written else None
+        try:
+            await trio.to_thread.run_sync(self._write, items, now, drops, closing, abandon_on_cancel=True)
+        finally:
+            self._inflight_bytes -= moved
+
+    def _write(self, items: list[_Item], now: float, drops: dict[str, int] | None, closing: bool) -> None:
+        """In a worker thread. Never raises: failures are counted and reported once."""
+        with self._lock:
+            if self._writer is None and now >= self._retry_at:
+                self._open(now)
+            w = self._writer
+            if w is None:
+                for item in items:
+                    self._drop(item[0].id)
+                return
+            done = 0
+            try:
+                for info, seq, t_last, n, payload, received in items:
+                    w.write(info, seq, t_last, payload, received, now)
+                    done += 1
+                    self.stats.batches += 1
+                    self.stats.samples += n
+                    self.stats.bytes += len(payload)
+                if closing:
+                    if drops is not None:
+                        w.note_drops(drops)
+                    w.close()
+                    self._writer = None
+                    return
+                # Close the chunk before its data is chunk_age_s old (the next
+                # look comes one write_interval later, and its data arrived up to
+                # one interval before that look).
+                if w.open_messages and now - w.opened_at + 2 * self.cfg.write_interval >= self.cfg.chunk_age_s:
+                    w.flush()
+                if drops is not None:
+                    w.note_drops(drops)
+                    self._drops_written = drops
+                if self._rotation_due(w, now):
+                    w.close()
+                    self._writer = None
+                    self._open(now)
+            except OSError as e:
+                for item in items[done:]:
+                    self._drop(item[0].id)
+                self._failed(e, now)
+
+    def _rotation_due(self, w: RecordingWriter, now: float) -> bool:
+        cfg = self.cfg
+        if cfg.file is not None:
+            return False
+        return (cfg.max_bytes is not None and w.size >= cfg.max_bytes) or (cfg.max_age_s is not None and now - self._file_started >= cfg.max_age_s)
+
+    def _next_path(self) -> Path:
+        if self.cfg.file is not None:
+            return self.cfg.file
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self._seq_of_file += 1
+        return self.cfg.directory / f"{self.cfg.prefix}-{stamp}-{self._seq_of_file:03d}.mcap"
+
+    def _open(self, now: float) -> None:
+        path = self._next_path()
+        try:
+            if self.cfg.directory is not None:
+                self.cfg.directory.mkdir(parents=True, exist_ok=True)
+            f = self.cfg.opener(path)
+            try:
+                self._writer = RecordingWriter(f, chunk_bytes=self.cfg.chunk_bytes, info={
+                    "source": self.cfg.source, "started": dt.datetime.now(dt.timezone.utc).isoformat()})
+            except BaseException:
+                f.close()
+                raise
+        except OSError as e:
+            self._failed(e, now, path)
+            return
+        self._file_started = now
+        self.stats.files.append(str(path))
+        self._drops_written = {}
+        if self.stats.failing is not None:
+            self._retry_delay = self.cfg.retry_s
+            log.warning("recording: writing again, to %s (%d batches dropped in all)", path, self.stats.dropped,
+                        extra={"event": "recording_resumed", "file": str(path)})
+            self.stats.failing = None
+        else:
+            log.info("recording to %s", path, extra={"event": "recording", "file": str(path)})
+
+    def _failed(self, e: OSError, now: float, path: Path | None = None) -> None:
+        self.stats.errors += 1
+        if self._writer is not None:
+            self._writer.abandon()
+            self._writer = None
+        # A file of its own is not retried (it may now be half-written); a
+        # directory is, backing off to once in 5 minutes while the disk stays full.
+        self._retry_at = float("inf") if self.cfg.file is not None else now + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, 300.0)
+        where = path or (self.stats.files[-1] if self.stats.files else self.cfg.directory or self.cfg.file)
+        if self.stats.failing is None:
+            hint = {errno.ENOSPC: "the disk is full", errno.EACCES: "no permission", errno.EROFS: "read-only file system",
+                    errno.ENOTDIR: "a path component is not a directory"}.get(e.errno, e.strerror or str(e))
+            log.error("recording: cannot write %s: %s. The server goes on; batches are counted as dropped "
+                      "until writing works again%s.", where, hint,
+                      "" if self.cfg.file is not None else f" (retried from {self.cfg.retry_s:g}s on)",
+                      extra={"event": "recording_error", "file": str(where)})
+        self.stats.failing = f"{where}: {e.strerror or e}"
