@@ -18,6 +18,7 @@ from . import __version__
 from . import argtypes, logs
 from .config import ServerConfig
 from .server.security import ConfigError
+from .recording import cli as recording_cli
 from .sources import serial_cli
 
 
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"], help="least severe level logged")
     g.add_argument("--log-format", default=d.log_format, choices=["text", "json"],
                    help="json: one object per line; either way repeated messages are rate-limited")
+    recording_cli.add_serve_arguments(s.add_argument_group("recording (docs/recording.md)"), d)
 
     t = sub.add_parser("tail", help="print live samples from a running server", formatter_class=HelpFormatter,
                        usage="sensorstream tail [URL] [--stream ID_OR_GLOB] [options]  (see --help)")
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batches", action="store_true", help="one line per batch instead of per sample")
     t.add_argument("--cafile", default=None, type=argtypes.readable_file, help="trust this CA (or self-signed) certificate (PEM file) for wss:// URLs")
     serial_cli.add_subcommands(sub)
+    recording_cli.add_subcommands(sub)
     return p
 
 
@@ -181,6 +184,7 @@ def config_from_args(a: argparse.Namespace) -> ServerConfig:
         bus=a.bus or None, bus_ttl_s=a.bus_ttl, bus_outbox_mb=a.bus_outbox_mb,
     )
     serial_cli.apply_args(cfg, a)
+    recording_cli.apply_serve_args(cfg, a)
     return cfg
 
 
@@ -440,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.command == "tail":
             return _run_tail(a)
+        rc = recording_cli.run_subcommand(a)
+        if rc is not None:
+            return rc
         rc = serial_cli.run_subcommand(a)
         return 2 if rc is None else rc
     except ConfigError as e:

@@ -61,3 +61,8 @@ class ServerConfig:
     bus: str | None = None  # redis://, rediss://, redis+cluster://h1:p1,h2:p2
     bus_ttl_s: float = 5.0  # a publisher's streams are disconnected this long after it stops heartbeating
     bus_outbox_mb: float = 64.0  # what a publisher buffers while Redis is unreachable; oldest dropped beyond
+    # Recording (docs/recording.md): every batch of the matching streams into MCAP files in this directory
+    record: str | None = None
+    record_streams: list[str] = field(default_factory=lambda: ["*"])
+    record_max_mb: float | None = None  # rotate to a new file at this size
+    record_max_age_s: float | None = None  # ... or at this age

@@ -270,7 +270,20 @@ class Ping:
     ref: Any
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping
+@dataclass(frozen=True, slots=True)
+class Playback:
+    """Playback control of a replay server (docs/protocol.md, "Playback")."""
+
+    ref: Any
+    action: str  # one of PLAYBACK_ACTIONS
+    t: float | None = None  # seek: recording time, Unix seconds
+    speed: float | None = None  # speed: 0 (as fast as possible) .. MAX_PLAYBACK_SPEED
+
+
+PLAYBACK_ACTIONS = ("status", "pause", "resume", "seek", "speed")
+MAX_PLAYBACK_SPEED = 1000.0
+
+ClientMessage = Subscribe | Unsubscribe | Ping | Playback
 
 
 def _depth_ok(obj: Any, limit: int) -> bool:
@@ -360,8 +373,34 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         return Unsubscribe(ref, _patterns(msg, ref))
     if kind == "ping":
         return Ping(ref)
+    if kind == "playback":
+        return _playback(msg, ref)
     shown = kind if isinstance(kind, str) and len(kind) <= 64 else type(kind).__name__
     raise ProtocolError("unknown_type", f"unknown message type {shown!r}", ref)
+
+
+def _number(msg: dict[str, Any], name: str, ref: Any, lo: float, hi: float) -> float:
+    v = msg.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        raise ProtocolError("bad_field", f"'{name}' must be a number from {lo:g} to {hi:g}", ref)
+    return float(v)
+
+
+def _playback(msg: dict[str, Any], ref: Any) -> Playback:
+    action = msg.get("action")
+    if action not in PLAYBACK_ACTIONS:
+        raise ProtocolError("bad_field", f"'action' must be one of {', '.join(PLAYBACK_ACTIONS)}", ref)
+    if action == "seek":
+        return Playback(ref, action, t=_number(msg, "t", ref, 0.0, 1e12))
+    if action == "speed":
+        return Playback(ref, action, speed=_number(msg, "speed", ref, 0.0, MAX_PLAYBACK_SPEED))
+    return Playback(ref, action)
+
+
+def playback_state(ref: Any, state: dict[str, Any]) -> str:
+    """The replay's state: the answer to every playback message, and sent to every
+    client (ref null) whenever it changes."""
+    return _dumps({"type": "playback", "ref": ref, "state": state})
 
 
 # --------------------------------------------------------------------------- client-side helpers
@@ -389,3 +428,8 @@ def unsubscribe(streams: list[str], ref: Any = None) -> str:
 
 def ping(ref: Any = None) -> str:
     return _dumps({"type": "ping", "ref": ref})
+
+
+def playback(action: str, ref: Any = None, **fields: Any) -> str:
+    """Client side: a playback control message (fields: t for seek, speed for speed)."""
+    return _dumps({"type": "playback", "ref": ref, "action": action, **fields})

@@ -128,7 +128,8 @@ def write_parquet(path: Path, tables: list[Table], note: str) -> None:
 def grid(start: float, end: float, step: float) -> np.ndarray:
     """Multiples of `step` from the first at or after `start` to the last at or before `end`."""
     k0, k1 = math.ceil(start / step - 1e-9), math.floor(end / step + 1e-9)
-    return np.arange(k0, k1 + 1, dtype=np.float64) * step if k1 >= k0 else np.empty(0)
+    # k * (step in ms) is exact for whole-ms steps; one division then rounds once.
+    return np.arange(k0, k1 + 1, dtype=np.float64) * (step * 1000) / 1000 if k1 >= k0 else np.empty(0)
 
 
 def resample(t: np.ndarray, v: np.ndarray, at: np.ndarray, method: str) -> np.ndarray:

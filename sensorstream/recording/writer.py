@@ -368,3 +368,13 @@ class Recorder:
                       "" if self.cfg.file is not None else f" (retried from {self.cfg.retry_s:g}s on)",
                       extra={"event": "recording_error", "file": str(where)})
         self.stats.failing = f"{where}: {e.strerror or e}"
+
+
+def recorder_for(cfg, hub) -> Recorder | None:
+    """The server's recorder for `serve --record DIR` (None without --record)."""
+    if not cfg.record:
+        return None
+    return Recorder(RecorderConfig(
+        directory=Path(cfg.record), streams=tuple(cfg.record_streams or ["*"]),
+        max_bytes=None if cfg.record_max_mb is None else int(cfg.record_max_mb * 1024 * 1024),
+        max_age_s=cfg.record_max_age_s), hub=hub)

@@ -27,6 +27,7 @@ from ..alerts.monitor import AlertCollector, AlertMonitor
 from ..alerts.webhook import Webhook
 from ..config import ServerConfig
 from ..hub import Hub, HubLimits, open_hub
+from ..recording.writer import recorder_for
 from ..sources.setup import Source
 from ..sources.supervisor import SourceStreams, supervise
 from ..staleness import StalenessWatcher
@@ -94,6 +95,10 @@ class Server:
         self._nursery: trio.Nursery | None = None
         for source in sources_from_config(self.hub, cfg):
             self.add_source(source)
+        # Another consumer of the hub (docs/recording.md); `replay` is set by
+        # `sensorstream replay` (sources/replay.py) and takes playback messages.
+        self.recorder = recorder_for(cfg, self.hub)
+        self.replay = None
 
     @staticmethod
     def _open_hub(cfg: ServerConfig) -> Hub:
@@ -125,6 +130,9 @@ class Server:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.hub.run)  # the bus connection, if any, before sources publish
+            if self.recorder is not None:
+                # Before the sources, so the recording starts with their first batch.
+                await nursery.start(self.recorder.run)
             for source in self.sources:
                 nursery.start_soon(self._run_source, source)
             # Opened here (a taken port fails before anything is served) and served in a
@@ -326,6 +334,8 @@ class Server:
             body["bus"] = bus
         if unhealthy:
             body["unhealthy_streams"] = unhealthy
+        if self.recorder is not None:
+            body["recording"] = self.recorder.stats.to_json()
         return (503 if unhealthy or bus_down else 200), body
 
     def metrics_text(self) -> bytes:
