@@ -142,6 +142,7 @@ class RecorderConfig:
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     write_interval: float = DEFAULT_WRITE_INTERVAL
     retry_s: float = 5.0  # after a write error, try a new file this much later
+    close_timeout_s: float = 5.0  # at shutdown, how long the disk may take for the last writes
     prefix: str = "sensorstream"
     source: str = "serve"  # written into the file's info metadata
     # How a file is opened (tests substitute a frozen or full target). 'xb': never overwrite.
@@ -203,6 +204,7 @@ class Recorder:
         self._retry_delay = cfg.retry_s
         self._drops_written: dict[str, int] = {}
         self._seq_of_file = 0
+        self.closed = trio.Event()  # set once run() has closed the file (or given up on it)
 
     # ------------------------------------------------------------------ the live side (never blocks)
 
@@ -253,12 +255,14 @@ class Recorder:
                 self.hub.detach(self)
             # Shutdown: what is pending, then the summary. Bounded, so a frozen disk
             # cannot hold up the process: the worker thread is then abandoned.
-            with trio.CancelScope(shield=True), trio.move_on_after(5.0) as scope:
+            with trio.CancelScope(shield=True), trio.move_on_after(self.cfg.close_timeout_s) as scope:
                 await self._write_pending(trio.current_time(), closing=True)
             if scope.cancelled_caught:
-                log.error("recording: the disk did not take the last writes within 5 s; %s is left without its summary "
-                          "(`sensorstream recover` fixes that)", self.stats.files[-1] if self.stats.files else "the file",
-                          extra={"event": "recording_error"})
+                self.stats.errors += 1
+                log.error("recording: the disk did not take the last writes within %g s; %s is left without its summary "
+                          "(`sensorstream recover FILE` fixes that)", self.cfg.close_timeout_s,
+                          self.stats.files[-1] if self.stats.files else "the file", extra={"event": "recording_error"})
+            self.closed.set()
 
     async def _write_pending(self, now: float, closing: bool = False) -> None:
         items, self._pending = self._pending, []
@@ -273,7 +277,7 @@ class Recorder:
     def _write(self, items: list[_Item], now: float, drops: dict[str, int] | None, closing: bool) -> None:
         """In a worker thread. Never raises: failures are counted and reported once."""
         with self._lock:
-            if self._writer is None and now >= self._retry_at:
+            if self._writer is None and now >= self._retry_at and not closing:
                 self._open(now)
             w = self._writer
             if w is None:
