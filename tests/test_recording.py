@@ -27,6 +27,8 @@ from sensorstream.recording.export import align, export, foxglove_schema, resamp
 from sensorstream.recording.recover import recover
 from sensorstream.recording.writer import Recorder, RecorderConfig, RecordingWriter
 
+from .conftest import eventually
+
 IMU = StreamInfo(1, "dev/imu", (Channel("ax", "m/s²"), Channel("ay", "m/s²"), Channel("az", "m/s²")), 100.0, device="dev")
 ENV = StreamInfo(2, "dev/env", (Channel("temp", "°C"),), 10.0, device="dev")
 T0 = 1_800_000_000.0
@@ -284,20 +286,21 @@ class FullDisk(io.RawIOBase):
         raise OSError(28, "No space left on device")
 
 
-async def test_a_full_disk_is_reported_once_and_every_batch_counted(tmp_path, caplog, autojump_clock):
+async def test_a_full_disk_is_reported_once_and_every_batch_counted(tmp_path, caplog):
     hub = LocalHub()
     key = hub.add_stream("dev/imu", IMU.channels).key
-    rec = Recorder(RecorderConfig(directory=tmp_path, opener=lambda p: open("/dev/full", "wb") if os.path.exists("/dev/full") else FullDisk(),
-                                  retry_s=0.5), hub=hub)
+    full = (lambda p: open("/dev/full", "wb")) if os.path.exists("/dev/full") else (lambda p: FullDisk())
+    rec = Recorder(RecorderConfig(directory=tmp_path, opener=full, retry_s=0.05), hub=hub)
     caplog.set_level(logging.INFO, "sensorstream.recording")
     async with trio.open_nursery() as nursery:
         await nursery.start(rec.run)
+        await eventually(lambda: rec.stats.failing is not None)
         for seq in range(100):
             hub.publish(key, seq, T0 + np.array([seq * 0.1]), np.zeros((3, 1), np.float32))
-            await trio.sleep(0.1)
+        assert rec.stats.dropped == 100 and rec.drops == {"dev/imu": 100}
+        await eventually(lambda: rec.stats.errors >= 3)  # retried, backing off
         nursery.cancel_scope.cancel()
-    assert rec.stats.batches == 0 and rec.stats.dropped == 100 and rec.drops == {"dev/imu": 100}
-    assert rec.stats.errors >= 3  # retried, backing off
+    assert rec.stats.batches == 0
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "disk is full" in errors[0].getMessage()
 
