@@ -217,6 +217,11 @@ class Hub(abc.ABC):
     @abc.abstractmethod
     def subscriber_count_of(self, key: int) -> int: ...
 
+    def history_frames(self, key: int) -> list[Frame]:
+        """The frames of a stream's history, oldest first (GET /export). A hub that
+        keeps none in this process raises NotImplementedError."""
+        raise NotImplementedError
+
 
 def is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")

@@ -309,3 +309,6 @@ class LocalHub(Hub):
 
     def subscriber_count_of(self, key: int) -> int:
         return len(self._streams[key].subs)
+
+    def history_frames(self, key: int) -> list[Frame]:
+        return list(self._streams[key].history)

@@ -289,7 +289,6 @@ def make_replay_server(cfg, path, speed: float = 1.0, loop: bool = False):
 
     server = Server(cfg)
     replay = Replay(server.hub, path, speed=speed, loop=loop)
-    server.replay = replay
 
     def broadcast(state: dict) -> None:
         text = protocol.playback_state(None, state)
@@ -297,7 +296,7 @@ def make_replay_server(cfg, path, speed: float = 1.0, loop: bool = False):
             s.notify(text)
 
     replay.on_state = broadcast
-    server.add_source(replay.run)
+    server.use_replay(replay)
     return server
 
 

@@ -15,6 +15,8 @@ Task tree (every task has an owner, and shutdown walks it top-down):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ from ..sources.supervisor import SourceStreams, supervise
 from ..staleness import StalenessWatcher
 from ..sources.setup import alert_rules
 from ..sources.setup import from_config as sources_from_config
+from . import export
 from .http import HttpContext, StaticFiles, Upgrade, dashboard_dir, handle_http
 from .metrics import ServerStats, make_registry, render
 from .security import AddressCounts, ConfigError, check_bind, ssl_context
@@ -77,7 +80,7 @@ class Server:
         self.keeper = Keeper(cfg.ping_interval, cfg.ping_timeout, cfg.heartbeat_s)
         self.ws_context = SessionContext(cfg, self.hub, self.stats, self.keeper, Framer(), self.queue_bytes, self.alerts)
         self.http_context = HttpContext(cfg, self.stats, self.static, self.ssl_context is not None, self.health,
-                                        self.metrics_text, self._websocket)
+                                        self.metrics_text, self._websocket, functools.partial(export.respond, self.hub))
         self.sources: list[Source] = []
         self.port: int | None = None
         self._open_connections = 0
@@ -95,8 +98,7 @@ class Server:
         self._nursery: trio.Nursery | None = None
         for source in sources_from_config(self.hub, cfg):
             self.add_source(source)
-        # Another consumer of the hub (docs/recording.md); `replay` is set by
-        # `sensorstream replay` (sources/replay.py) and takes playback messages.
+        # Another consumer of the hub (docs/recording.md).
         self.recorder = recorder_for(cfg, self.hub)
         self.replay = None
 
@@ -111,6 +113,12 @@ class Server:
             raise ConfigError(f"--bus: {e}") from None
 
     # ------------------------------------------------------------------ sources
+
+    def use_replay(self, replay) -> None:
+        """Serve `replay` (sources/replay.py): a source that also takes `playback` messages."""
+        self.replay = replay
+        self.ws_context = dataclasses.replace(self.ws_context, replay=replay)
+        self.add_source(replay.run)
 
     def add_source(self, source: Source) -> None:
         self.sources.append(source)

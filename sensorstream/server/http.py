@@ -134,6 +134,8 @@ class HttpContext:
     health: Callable[[], tuple[int, dict]]  # (status, body) of /healthz
     metrics_text: Callable[[], bytes]  # the body of /metrics
     upgrade: Callable[[Upgrade], Awaitable[None]]  # runs the WebSocket until it ends
+    # GET /export: query string -> (status, body, content type, extra headers) (server/export.py)
+    export: Callable[[str], Awaitable[tuple[int, bytes, str, list]]] | None = None
 
 
 class _Reject(Exception):
@@ -303,6 +305,15 @@ async def _route(ctx: HttpContext, conn: h11.Connection, stream, req: h11.Reques
             await _respond(ctx, conn, stream, 401, b"token required\n", "text/plain", head=head, extra=[(b"www-authenticate", b"Bearer")])
             return True
         await _respond(ctx, conn, stream, 200, ctx.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", head=head, cache="no-store")
+        return True
+    if path == "/export" and ctx.export is not None:
+        # Data, like /ws: the same token (docs/recording.md).
+        if not token_ok(ctx.cfg.token, target, _headers(req)):
+            ctx.stats.reject("token")
+            await _respond(ctx, conn, stream, 401, b"token required\n", "text/plain", head=head, extra=[(b"www-authenticate", b"Bearer")])
+            return True
+        status, body, ctype, extra = await ctx.export(target.partition("?")[2])
+        await _respond(ctx, conn, stream, status, body, ctype, head=head, cache="no-store", extra=extra)
         return True
     if path == "/ws":
         await _respond(ctx, conn, stream, 426, b"this endpoint speaks WebSocket\n", "text/plain", head=head, extra=[(b"upgrade", b"websocket")])

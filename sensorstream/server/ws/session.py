@@ -55,6 +55,7 @@ import trio
 from ... import __version__, protocol
 from ...config import ServerConfig
 from ...hub import Frame, Hub, HubError
+from .. import playback
 from ..metrics import ServerStats
 from ..security import TokenBucket, check_patterns
 from .connection import ConnectionClosed, ServerConnection
@@ -64,6 +65,7 @@ from .outbox import CONTROL, DATA, NOTICES, History, Outbox
 
 if TYPE_CHECKING:
     from ...alerts.monitor import AlertMonitor
+    from ...sources.replay import Replay
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class SessionContext:
     framer: Framer
     queue_bytes: int  # per client: the outbox's byte cap
     alerts: "AlertMonitor | None" = None  # what is firing now, for a late subscriber (docs/alerts.md)
+    replay: "Replay | None" = None  # takes `playback` messages (`sensorstream replay`, docs/recording.md)
 
 
 class CloseSession(Exception):
@@ -159,6 +162,11 @@ def _unsubscribe(s: "ClientSession", req: protocol.Unsubscribe) -> None:
 @handles(protocol.Ping)
 def _ping(s: "ClientSession", req: protocol.Ping) -> None:
     s.reply(protocol.pong(req.ref))
+
+
+@handles(protocol.Playback)
+def _playback(s: "ClientSession", req: protocol.Playback) -> None:
+    s.reply(playback.answer(s.ctx.replay, req))
 
 
 # ----------------------------------------------------------------- session
