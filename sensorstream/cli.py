@@ -215,10 +215,12 @@ def _listen_error(exc: BaseException, cfg: ServerConfig) -> ListenError | None:
     return None
 
 
-async def serve(cfg: ServerConfig) -> None:
+async def serve(cfg: ServerConfig, server=None, what: str = "") -> None:
+    """Run `server` (by default one set up from `cfg`) until SIGINT/SIGTERM."""
     from .server.app import Server
 
-    server = Server(cfg)  # sets up every source (sources/setup.py)
+    if server is None:
+        server = Server(cfg)  # sets up every source (sources/setup.py)
     # Signals are handled as events, not KeyboardInterrupt, so shutdown is an
     # ordinary code path: close clients with 1001, stop sources, exit 0.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -232,7 +234,7 @@ async def serve(cfg: ServerConfig) -> None:
                 raise err from None
             host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
             http, ws = ("https", "wss") if cfg.certfile else ("http", "ws")
-            print(f"sensorstream {__version__}: dashboard at {http}://{host}:{port}/  (WebSocket {ws}://{host}:{port}/ws)", flush=True)
+            print(f"sensorstream {__version__}: {what}dashboard at {http}://{host}:{port}/  (WebSocket {ws}://{host}:{port}/ws)", flush=True)
             async for sig in signals:
                 logging.getLogger("sensorstream").info("signal %s: shutting down", signal.Signals(sig).name)
                 break

@@ -301,16 +301,6 @@ def make_replay_server(cfg, path, speed: float = 1.0, loop: bool = False):
 
 
 async def serve_replay(cfg, path, speed: float, loop: bool) -> None:
-    from .. import __version__
+    from ..cli import serve
 
-    server = make_replay_server(cfg, path, speed, loop)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(server.run)
-            host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
-            print(f"sensorstream {__version__}: replaying {path}: dashboard at http://{host}:{port}/  (WebSocket ws://{host}:{port}/ws)", flush=True)
-            async for sig in signals:
-                logging.getLogger("sensorstream").info("signal %s: shutting down", signal.Signals(sig).name)
-                break
-            await server.shutdown()
-            nursery.cancel_scope.cancel()
+    await serve(cfg, make_replay_server(cfg, path, speed, loop), what=f"replaying {path}: ")
