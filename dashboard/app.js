@@ -12,6 +12,7 @@ import { attachViews } from "./views/index.js";
 import { spectrumStats } from "./views/spectrum.js";
 import { onAlert, mountPanel as mountAlertPanel, renderPanel as renderAlertPanel, snapshot as alertsSnapshot, setLimit } from "./views/alerts.js";
 import * as layout from "./views/layout.js";
+import { Timeline } from "./timeline.js";
 
 const WINDOWS = [[5, "5 s"], [30, "30 s"], [120, "2 min"], [600, "10 min"]];
 const DOM_UPDATE_MS = 250;       // legend values, ages, counters: 4 Hz is plenty for text
@@ -57,6 +58,7 @@ const stats = {
 };
 let theme = null;
 let conn = null;
+let timeline = null;   // playback controls, shown when the server is a replay (timeline.js)
 let refCounter = 0;
 const access = new AccessProbe(() => updateConnUi());   // "needs a token" instead of endless reconnecting
 
@@ -83,6 +85,11 @@ function updateClock(nowMs) {
   if (state.clockOffset !== null && clock.target > -Infinity && clock.target < state.clockOffset) {
     state.clockOffset = Math.max(clock.target, state.clockOffset - 0.1 * dt);
   }
+}
+/** Time jumped (a replay was sought, paused, sped up): learn the server's clock afresh. */
+function resetClock() {
+  Object.assign(clock, { target: -Infinity, cur: -Infinity, prev: -Infinity });
+  state.clockOffset = null;
 }
 function viewEnd() {
   return state.paused ? state.pausedAt : localNow() + (state.clockOffset ?? 0);
@@ -362,9 +369,17 @@ class StreamView {
     return opts.all ? seriesToCsv(this.series, this.channels) : seriesToCsv(this.series, this.channels, v.tStart, tEnd);
   }
 
+  /** The window on screen as CSV: from the server's history at full rate (GET /export),
+   *  or, if that fails (an older server), from the samples this page holds. */
   download() {
     const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-    downloadText(this.csv(), `sensorstream-${this.id.replace(/[^\w.-]+/g, "_")}-${stamp}.csv`);
+    const name = `sensorstream-${this.id.replace(/[^\w.-]+/g, "_")}-${stamp}.csv`;
+    const v = this.chart.view;
+    const tEnd = this.frozenT == null ? v.tEnd : Math.min(v.tEnd, this.frozenT);
+    const local = this.csv();
+    fetch(exportUrl(this.id, v.tStart, tEnd))
+      .then((r) => (r.ok ? r.text() : Promise.reject(new Error(`HTTP ${r.status}`))))
+      .then((text) => downloadText(text, name), () => downloadText(local, name));
   }
 
   /** Text parts of the card, at DOM_UPDATE_MS. Writes only what changed. */
@@ -463,6 +478,18 @@ function placeCard(sv) {
   $("#empty").hidden = true;
 }
 
+function exportUrl(id, from, to) {
+  const u = new URL("export", location.href);
+  u.search = "";
+  u.searchParams.set("stream", id);
+  u.searchParams.set("from", String(from));
+  u.searchParams.set("to", String(to));
+  u.searchParams.set("format", "csv");
+  const token = params.get("token");
+  if (token !== null) u.searchParams.set("token", token);
+  return u.toString();
+}
+
 // ------------------------------------------------------------------ catalog + protocol
 function upsertStream(info) {
   if (!info || typeof info.id !== "string" || !Array.isArray(info.channels)) return null;
@@ -530,9 +557,11 @@ function onHello(msg) {
   access.connected();
   $("#empty").hidden = streams.size > 0;
   $("#session").textContent = `${state.server ?? "server"} · session ${state.session ?? "?"}`;
+  timeline.onHello();
 }
 
 function onText(msg) {
+  if (timeline.onText(msg)) return;
   switch (msg.type) {
     case "stream": {
       const known = msg.stream && streams.has(msg.stream.id);
@@ -693,6 +722,7 @@ function tick(now) {
     lastDom = now;
     const d0 = performance.now();
     updateConnUi();
+    timeline.update();
     for (const sv of streams.values()) sv.update();
     renderAlertPanel(formatValue);
     pushBounded(stats.domTimes, performance.now() - d0);
@@ -746,6 +776,7 @@ function main() {
   readTheme();
   darkQuery.addEventListener("change", readTheme);
   buildHeader();
+  timeline = new Timeline($("#timeline"), { send: (m) => conn.send(m), onJump: resetClock, setViewPaused: setPaused });
   conn = new Connection(wsUrl(), {
     onHello, onText, onBinary,
     onState: (st, c) => {
