@@ -756,6 +756,8 @@ window.sensorstream = {
   spectrumStats,
   setLimit,
   layout: () => { layout.flush(); return layout.all(); },
+  playbackPosition: () => timeline.position(),
+  playbackChecked: () => timeline.checked,
   bufferBytes: () => [...streams.values()].reduce((a, sv) => a + sv.series.bytes, 0),
   resetStats: () => {
     Object.assign(stats, { frames: 0, framesDrawn: 0, chartsDrawn: 0, pointsDrawn: 0, frameTimes: [], drawTimes: [], domTimes: [] });

@@ -24,6 +24,7 @@ export class Timeline {
     this.state = null;
     this.at = 0;            // performance.now() when `state` arrived
     this.dragging = false;
+    this.checked = false;   // the server answered the status request (replay or not)
     this.build();
   }
 
@@ -72,7 +73,7 @@ export class Timeline {
   /** A text message; true if it was the timeline's (the dashboard does nothing more with it). */
   onText(msg) {
     if (msg.type === "error" && msg.ref === REF) {
-      if (msg.code === "not_replay") { this.root.hidden = true; return true; }
+      if (msg.code === "not_replay") { this.root.hidden = true; this.checked = true; return true; }
       return false;
     }
     if (msg.type !== "playback" || !msg.state) return false;
@@ -80,6 +81,7 @@ export class Timeline {
     const expected = prev ? this.expected(prev) : NaN;
     const s = msg.state;
     this.state = s;
+    this.checked = true;
     this.at = performance.now();
     this.root.hidden = false;
     document.body.classList.add("replay");

@@ -371,6 +371,8 @@ def test_controls_window_pause_hide_yfix_hover(page, server):
 
 
 def test_csv_export_matches_chart(page, server, tmp_path):
+    """The CSV button downloads the window on screen from the server (GET /export,
+    full rate): exactly the samples the chart holds for that window."""
     pg = page.page
     pg.get_by_test_id("window-5").click()
     pg.get_by_test_id("pause").click()   # a fixed view: button and hook export the same samples
@@ -380,10 +382,14 @@ def test_csv_export_matches_chart(page, server, tmp_path):
         path = tmp_path / "imu.csv"
         dl.value.save_as(path)
         text = path.read_text(encoding="utf-8")
-        assert text == page.js("sensorstream.exportCsv('sim/imu')")
         rows = list(csv.reader(io.StringIO(text)))
-        assert rows[0] == ["time", "unix_s", "ax (m/s²)", "ay (m/s²)", "az (m/s²)", "gx (deg/s)", "gy (deg/s)", "gz (deg/s)"]
-        body = rows[1:]
+        assert rows[0][0].startswith("# sensorstream /export of stream sim/imu")
+        assert rows[1] == ["time_iso", "time_unix", "ax (m/s²)", "ay (m/s²)", "az (m/s²)", "gx (deg/s)", "gy (deg/s)", "gz (deg/s)"]
+        body = rows[2:]
+        # The same samples as the page's own buffer for that window (its CSV, the fallback).
+        local = list(csv.reader(io.StringIO(page.js("sensorstream.exportCsv('sim/imu')"))))[1:]
+        assert len(body) == len(local)
+        assert all(abs(float(a[1]) - float(b[1])) < 2e-6 and [float(x) for x in a[2:]] == [float(x) for x in b[2:]] for a, b in zip(body, local))
         view = page.js("sensorstream.snapshot('sim/imu').view")
         assert len(body) > 0.8 * 5 * 200, len(body)  # ~5 s at 200 Hz
         import datetime as dt
@@ -395,7 +401,7 @@ def test_csv_export_matches_chart(page, server, tmp_path):
             assert view["tStart"] - 1e-6 <= t <= view["tEnd"] + 1e-6
             smp = page.js("([t]) => sensorstream.sampleAt('sim/imu', t)", [t])
             assert abs(smp["t"] - t) < 1e-6
-            # shortest float32 text reads back as the very value in the chart's buffer
+            # 9 significant digits read back as the very value in the chart's buffer
             assert page.js("([s, v]) => s.every((x, i) => Math.fround(Number(x)) === v[i])", [r[2:], smp["values"]])
     finally:
         pg.get_by_test_id("pause").click()
