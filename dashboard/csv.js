@@ -36,7 +36,9 @@ export function header(channels) {
 export function seriesToCsv(series, channels, tStart = -Infinity, tEnd = Infinity) {
   const lines = [header(channels)];
   const i0 = series.lowerBound(tStart);
-  const i1 = series.lowerBound(tEnd + 1e-9);
+  // Up to and including tEnd (at Unix-time magnitudes `tEnd + 1e-9` is tEnd itself).
+  let i1 = series.lowerBound(tEnd);
+  while (i1 < series.len && series.t[series.phys(i1)] <= tEnd) i1++;
   const nch = Math.min(series.nch, channels.length);
   for (let i = i0; i < i1; i++) {
     const p = series.phys(i);

@@ -44,6 +44,35 @@ def chromium_path() -> str | None:
     return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
 
 
+def require_browser():
+    """For a browser test module: playwright's sync API, or a skip (outside CI) or a
+    failure (in CI) when chromium or playwright is missing."""
+    import pytest
+
+    in_ci = os.environ.get("CI") == "true"
+    if in_ci and not os.path.exists(CHROMIUM):
+        pytest.fail(f"chromium is required in CI ({CHROMIUM} missing)", pytrace=False)
+    if chromium_path() is None:
+        pytest.skip(f"chromium not installed ({CHROMIUM})", allow_module_level=True)
+    try:
+        from playwright import sync_api
+    except ImportError:
+        if in_ci:
+            pytest.fail("playwright is required in CI (pip install -e .[test])", pytrace=False)
+        pytest.skip("playwright not installed", allow_module_level=True)
+    return sync_api
+
+
+def chromium_session():
+    """A launched chromium for the length of a (module-scoped) fixture."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
 def launch_chromium(playwright, extra_args: list[str] | None = None):
     path = chromium_path()
     return playwright.chromium.launch(

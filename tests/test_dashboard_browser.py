@@ -21,26 +21,16 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 
 try:
-    from .browser_util import CHROMIUM, ServerProcess, WsClient, chromium_path, launch_chromium
+    from .browser_util import ServerProcess, WsClient, chromium_session, require_browser
 except ImportError:  # tests/ collected as a rootdir, not a package
-    from browser_util import CHROMIUM, ServerProcess, WsClient, chromium_path, launch_chromium
+    from browser_util import ServerProcess, WsClient, chromium_session, require_browser
 
 pytestmark = pytest.mark.browser
-
-IN_CI = os.environ.get("CI") == "true"
-if IN_CI and not os.path.exists(CHROMIUM):
-    pytest.fail(f"chromium is required in CI ({CHROMIUM} missing)", pytrace=False)
-if chromium_path() is None:
-    pytest.skip(f"chromium not installed ({CHROMIUM})", allow_module_level=True)
-try:
-    from playwright import sync_api
-except ImportError:
-    if IN_CI:
-        pytest.fail("playwright is required in CI (pip install -e .[test])", pytrace=False)
-    pytest.skip("playwright not installed", allow_module_level=True)
+sync_api = require_browser()
 
 LATE_S = 6.0
 WAIT = 15_000  # ms, default bound for page waits (generous: a loaded 2-core machine)
@@ -119,12 +109,7 @@ def server():
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
+browser = pytest.fixture(scope="module", name="browser")(chromium_session)
 
 
 def _wait_server_history(server, ids, seconds: float, timeout: float = 20.0) -> None:
@@ -389,7 +374,7 @@ def test_csv_export_matches_chart(page, server, tmp_path):
         # The same samples as the page's own buffer for that window (its CSV, the fallback).
         local = list(csv.reader(io.StringIO(page.js("sensorstream.exportCsv('sim/imu')"))))[1:]
         assert len(body) == len(local)
-        assert all(abs(float(a[1]) - float(b[1])) < 2e-6 and [float(x) for x in a[2:]] == [float(x) for x in b[2:]] for a, b in zip(body, local))
+        assert all(abs(float(a[1]) - float(b[1])) < 2e-6 and [np.float32(x) for x in a[2:]] == [np.float32(x) for x in b[2:]] for a, b in zip(body, local))
         view = page.js("sensorstream.snapshot('sim/imu').view")
         assert len(body) > 0.8 * 5 * 200, len(body)  # ~5 s at 200 Hz
         import datetime as dt

@@ -4,7 +4,6 @@ shown only on a replay server, and its controls pause, speed up and seek the rep
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -15,23 +14,12 @@ from sensorstream.protocol import Channel, StreamInfo, encode_batch
 from sensorstream.recording.writer import RecordingWriter
 
 try:
-    from .browser_util import CHROMIUM, ServerProcess, WsClient, chromium_path, launch_chromium
+    from .browser_util import ServerProcess, WsClient, chromium_session, require_browser
 except ImportError:  # tests/ collected as a rootdir, not a package
-    from browser_util import CHROMIUM, ServerProcess, WsClient, chromium_path, launch_chromium
+    from browser_util import ServerProcess, WsClient, chromium_session, require_browser
 
 pytestmark = pytest.mark.browser
-
-IN_CI = os.environ.get("CI") == "true"
-if IN_CI and not os.path.exists(CHROMIUM):
-    pytest.fail(f"chromium is required in CI ({CHROMIUM} missing)", pytrace=False)
-if chromium_path() is None:
-    pytest.skip(f"chromium not installed ({CHROMIUM})", allow_module_level=True)
-try:
-    from playwright import sync_api
-except ImportError:
-    if IN_CI:
-        pytest.fail("playwright is required in CI (pip install -e .[test])", pytrace=False)
-    pytest.skip("playwright not installed", allow_module_level=True)
+sync_api = require_browser()
 
 WAIT = 15_000
 T0 = time.time() - 3600  # an hour-old recording: replay shows its own times
@@ -60,12 +48,7 @@ def recording_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
+browser = pytest.fixture(scope="module", name="browser")(chromium_session)
 
 
 def status(url) -> dict:
