@@ -12,6 +12,8 @@ from pathlib import Path
 
 import trio
 
+from .. import argtypes
+
 log = logging.getLogger(__name__)
 
 COMMANDS = ("record", "replay", "export", "recover")
@@ -38,30 +40,13 @@ def _time(text: str):
     return ("abs", when.timestamp())
 
 
-def _nonneg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
-    if not (v >= 0 and v == v and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
-    return v
-
-
-def _pos(text: str) -> float:
-    v = _nonneg(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return v
-
-
 def add_serve_arguments(g: argparse._ArgumentGroup, d) -> None:
     g.add_argument("--record", metavar="DIR", default=d.record,
                    help="record every batch into MCAP files in DIR (docs/recording.md); never slows the live path")
     g.add_argument("--record-streams", metavar="GLOB", action="append", default=None,
                    help="record only streams matching this id or glob (repeatable; default: all)")
-    g.add_argument("--record-max-mb", type=_pos, default=d.record_max_mb, metavar="MB", help="start a new file at this size")
-    g.add_argument("--record-max-age", type=_pos, default=d.record_max_age_s, metavar="SECONDS", help="start a new file at this age")
+    g.add_argument("--record-max-mb", type=argtypes.number(0.001, 1e7, min_open=False), default=d.record_max_mb, metavar="MB", help="start a new file at this size")
+    g.add_argument("--record-max-age", type=argtypes.number(1, 1e8), default=d.record_max_age_s, metavar="SECONDS", help="start a new file at this age")
 
 
 def apply_serve_args(cfg, a: argparse.Namespace) -> None:
@@ -87,15 +72,15 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--stream", action="append", default=None, help="stream id or glob (repeatable; default: all)")
     r.add_argument("-o", "--output", required=True, metavar="FILE.mcap", help="the recording to write")
     r.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
-    r.add_argument("--duration", type=_pos, default=None, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
-    r.add_argument("--cafile", default=None, help="trust this CA (or self-signed) certificate for wss:// URLs")
+    r.add_argument("--duration", type=argtypes.positive_float, default=None, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    r.add_argument("--cafile", default=None, type=argtypes.readable_file, help="trust this CA (or self-signed) certificate for wss:// URLs")
 
     p = sub.add_parser("replay", help="serve a recording as live streams, with its original timing")
     p.add_argument("file", metavar="FILE.mcap")
-    p.add_argument("--speed", type=_nonneg, default=1.0, help="playback speed (2: twice as fast; 0: as fast as possible)")
+    p.add_argument("--speed", type=argtypes.number(0, 1000), default=1.0, help="playback speed (2: twice as fast; 0: as fast as possible)")
     p.add_argument("--loop", action="store_true", help="start over at the end")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs --token")
-    p.add_argument("--port", type=int, default=8765, help="TCP port (0 picks a free one)")
+    p.add_argument("--host", type=argtypes.host, default="127.0.0.1", help="address to bind; anything but loopback needs --token")
+    p.add_argument("--port", type=argtypes.listen_port, default=8765, help="TCP port, 1-65535 (0 picks a free one)")
     p.add_argument("--token", default=None, help="WebSocket clients must present this (as for serve)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -107,7 +92,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--stream", action="append", default=None, help="stream id or glob (repeatable; default: all)")
     e.add_argument("--from", dest="start", type=_time, default=None, metavar="T", help="Unix seconds, ISO time, or +SECONDS from the start")
     e.add_argument("--to", dest="end", type=_time, default=None, metavar="T", help="as --from")
-    e.add_argument("--align", type=_pos, default=None, metavar="MS", help="resample every stream onto one time axis every MS milliseconds")
+    e.add_argument("--align", type=argtypes.number(0.001, 86_400_000, min_open=False), default=None, metavar="MS", help="resample every stream onto one time axis every MS milliseconds")
     e.add_argument("--method", choices=["linear", "nearest"], default="linear", help="how --align resamples")
 
     c = sub.add_parser("recover", help="rewrite a recording cut short (crash, full disk) with a valid summary")
@@ -278,6 +263,14 @@ def _replay(a) -> int:
     except ConfigError as e:
         print(f"sensorstream replay: error: {e}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as eg:
+        from ..cli import ListenError, _leaves
+
+        listen = [e for e in _leaves(eg) if isinstance(e, ListenError)]
+        if not listen:
+            raise
+        print(f"sensorstream replay: error: {listen[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
