@@ -215,6 +215,20 @@ def _listen_error(exc: BaseException, cfg: ServerConfig) -> ListenError | None:
     return None
 
 
+def run_server(command: str, fn, *args) -> int:
+    """trio.run(fn, *args) for a command that serves: exit code 0, or 1 with one
+    line when the port cannot be opened."""
+    try:
+        trio.run(fn, *args)
+    except BaseExceptionGroup as eg:
+        listen = [e for e in _leaves(eg) if isinstance(e, ListenError)]
+        if not listen:
+            raise
+        print(f"sensorstream {command}: error: {listen[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 async def serve(cfg: ServerConfig, server=None, what: str = "") -> None:
     """Run `server` (by default one set up from `cfg`) until SIGINT/SIGTERM."""
     from .server.app import Server
@@ -435,15 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "serve":
             cfg = config_from_args(a)
             logs.setup(cfg.log_level, cfg.log_format)
-            try:
-                trio.run(serve, cfg)  # Server() checks settings and profiles before anything starts
-            except BaseExceptionGroup as eg:
-                listen = [e for e in _leaves(eg) if isinstance(e, ListenError)]
-                if not listen:
-                    raise
-                print(f"sensorstream serve: error: {listen[0]}", file=sys.stderr)
-                return 1
-            return 0
+            return run_server("serve", serve, cfg)  # Server() checks settings and profiles before anything starts
         if a.command == "tail":
             return _run_tail(a)
         rc = recording_cli.run_subcommand(a)

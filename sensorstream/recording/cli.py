@@ -258,20 +258,13 @@ def _replay(a) -> int:
 
     cfg = ServerConfig(host=a.host, port=a.port, token=a.token or os.environ.get("SENSORSTREAM_TOKEN") or None)
     logs.setup(a.log_level, "text")
+    from ..cli import run_server
+
     try:
-        trio.run(serve_replay, cfg, a.file, a.speed, a.loop)
+        return run_server("replay", serve_replay, cfg, a.file, a.speed, a.loop)
     except ConfigError as e:
         print(f"sensorstream replay: error: {e}", file=sys.stderr)
         return 2
-    except BaseExceptionGroup as eg:
-        from ..cli import ListenError, _leaves
-
-        listen = [e for e in _leaves(eg) if isinstance(e, ListenError)]
-        if not listen:
-            raise
-        print(f"sensorstream replay: error: {listen[0]}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def make_replay_server(cfg, path, speed: float = 1.0, loop: bool = False):

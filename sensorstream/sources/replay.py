@@ -26,7 +26,7 @@ from typing import Callable
 import trio
 
 from ..hub import Hub
-from ..recording import RecordedStream, Recording
+from ..recording import RecordedStream, Recording, RecordingError
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,9 @@ class Replay:
         self.hub = hub
         self.path = Path(path)
         self.rec = Recording(self.path)  # raises RecordingError for a file that is not one
+        if not self.rec.streams:
+            self.rec.close()
+            raise RecordingError(f"{self.path} holds no sensorstream streams (a Foxglove export, or cut off before its first chunk)")
         self.loop = loop
         self.start = self.rec.start or 0.0
         self.end = self.rec.end or 0.0
