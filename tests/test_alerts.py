@@ -211,10 +211,10 @@ def test_the_vectorised_scan_equals_a_sample_by_sample_reference(samples, firing
     cuts = sorted({len(t) * k // n_parts for k in range(n_parts + 1)})
     got, firing, run = [], firing0, None
     for a, b in zip(cuts, cuts[1:]):
-        flips, run = _scan(t[a:b], breach[a:b], firing, run, for_s, clear_s)
-        if flips:
-            firing = flips[-1][1]
-        got += [(a + i, f) for i, f in flips]
+        at, states, run = _scan(t[a:b], breach[a:b], firing, run, for_s, clear_s)
+        if len(at):
+            firing = bool(states[-1])
+        got += [(a + int(i), bool(f)) for i, f in zip(at, states)]
     assert got == want
 
 

@@ -91,8 +91,8 @@ def _value(v: float) -> float | None:
 
 
 def _scan(t: np.ndarray, breach: np.ndarray, firing: bool, run_start: float | None,
-          for_s: float, clear_s: float) -> tuple[list[tuple[int, bool]], float | None]:
-    """Where the state flips within one batch: [(sample index, firing after it)],
+          for_s: float, clear_s: float) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Where the state flips within one batch: (sample indices, firing after each flip),
     and the run start to carry into the next batch.
 
     A resolved alert fires at the first sample that has been in breach for
@@ -101,16 +101,18 @@ def _scan(t: np.ndarray, breach: np.ndarray, firing: bool, run_start: float | No
     (`run_start`) counts.
     """
     n = len(t)
-    if n == 0:
-        return [], run_start
+    none = np.empty(0, dtype=np.intp), np.empty(0, dtype=bool)
+    # Nothing that could flip the state (the common case): one pass.
+    if n == 0 or (breach.all() if firing else not breach.any()):
+        return (*none, run_start if n == 0 else None)
     if for_s == 0 and clear_s == 0:
         # No hold: the state is simply the breach, sample by sample (one pass, any amount of flapping).
         prev = np.empty(n, dtype=bool)
         prev[0] = firing
         prev[1:] = breach[:-1]
         at = np.flatnonzero(breach != prev)
-        return [(int(i), bool(breach[i])) for i in at], None
-    flips: list[tuple[int, bool]] = []
+        return at, breach[at], None
+    at: list[int] = []
     i0 = 0
     while i0 < n:
         # The samples that would flip the state, and how long each has been in such a run.
@@ -128,10 +130,13 @@ def _scan(t: np.ndarray, breach: np.ndarray, firing: bool, run_start: float | No
             run_start = float(start[-1]) if want[-1] else None
             break
         firing = not firing
-        flips.append((i0 + j, firing))
+        at.append(i0 + j)
         run_start = None
         i0 += j + 1
-    return flips, run_start
+    idx = np.array(at, dtype=np.intp)
+    # flips alternate, starting from the opposite of the state before the batch
+    states = (np.arange(len(idx)) % 2 == 0) != (not firing if len(idx) % 2 else firing)
+    return idx, states, run_start
 
 
 class AlertEngine:
@@ -209,14 +214,14 @@ class AlertEngine:
                 breach |= v > r.above
             if r.below is not None:
                 breach |= v < r.below
-            flips, inst.run_start = _scan(t, breach, inst.firing, inst.run_start, r.for_ms / 1000, r.clear_ms / 1000)
-            if not flips:
+            at, states, inst.run_start = _scan(t, breach, inst.firing, inst.run_start, r.for_ms / 1000, r.clear_ms / 1000)
+            if not len(at):
                 continue
-            inst.fired += sum(1 for _, f in flips if f)
-            inst.firing = flips[-1][1]
-            told = [flips[0]]
-            if len(flips) > 1 and flips[-1][1] != flips[0][1]:
-                told.append(flips[-1])
+            inst.fired += int(np.count_nonzero(states))
+            inst.firing = bool(states[-1])
+            told = [(int(at[0]), bool(states[0]))]
+            if len(at) > 1 and states[-1] != states[0]:
+                told.append((int(at[-1]), bool(states[-1])))
             for i, f in told:
                 tr = Transition(inst.key, inst.stream, r, f, _value(float(v[i])), float(t[i]))
                 inst.last = tr
