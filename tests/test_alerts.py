@@ -134,6 +134,19 @@ def test_rules_apply_to_every_stream_their_glob_matches_and_to_rules_added_later
     assert [t.stream for t in e.on_batch(9, np.array([0.0]), np.array([[-1.0]], np.float32))] == ["sim/x"]
 
 
+def test_rule_bindings_are_capped_and_the_skipped_ones_counted(monkeypatch):
+    from sensorstream.alerts import engine as eng
+
+    monkeypatch.setattr(eng, "MAX_INSTANCES", 3)
+    e = AlertEngine(parse_rules([{"stream": "*", "channel": "x", "above": 0}, {"stream": "*", "channel": "x", "below": -1}], "cfg"))
+    for k in (1, 2):
+        e.on_stream(StreamInfo(key=k, id=f"s/{k}", channels=(Channel("x"),)), 0, 0)
+    assert len(e.instances()) == 3 and e.unbound == 1
+    e.on_removed(1, 0)
+    e.on_stream(StreamInfo(key=3, id="s/3", channels=(Channel("x"),)), 0, 0)   # room again
+    assert len(e.instances()) == 3 and e.unbound == 1
+
+
 def test_a_removed_stream_resolves_its_firing_alerts():
     e = engine({"channel": "current", "above": 3.0})
     e.on_batch(7, *batch(0.0, [4]))

@@ -139,6 +139,11 @@ def _scan(t: np.ndarray, breach: np.ndarray, firing: bool, run_start: float | No
     return idx, states, run_start
 
 
+#: Rules bound to streams, at most (rules x matching streams): state stays bounded
+#: even with many glob rules over many streams. Beyond it a binding is skipped and counted.
+MAX_INSTANCES = 65_536
+
+
 class AlertEngine:
     """Every rule, bound to the streams it covers, and their state."""
 
@@ -147,6 +152,8 @@ class AlertEngine:
         self._match: list[re.Pattern] = []
         self._by_key: dict[int, list[_Instance]] = {}
         self._infos: dict[int, StreamInfo] = {}
+        self._n = 0  # instances bound
+        self.unbound = 0  # bindings skipped at MAX_INSTANCES (the monitor logs them)
         self.add_rules(rules)
 
     # ------------------------------------------------------------------ set-up
@@ -158,10 +165,17 @@ class AlertEngine:
             self.rules.append(r)
             self._match.append(m)
             for key, info in self._infos.items():
-                if m.match(info.id):
+                if m.match(info.id) and self._room():
                     inst = _Instance(r, info)
                     inst.bind(info)
                     self._by_key[key].append(inst)
+
+    def _room(self) -> bool:
+        if self._n >= MAX_INSTANCES:
+            self.unbound += 1
+            return False
+        self._n += 1
+        return True
 
     def instances(self) -> list[_Instance]:
         return [i for insts in self._by_key.values() for i in insts]
@@ -174,7 +188,7 @@ class AlertEngine:
         insts = self._by_key.get(info.key)
         if insts is None:
             insts = self._by_key[info.key] = [
-                _Instance(r, info) for r, m in zip(self.rules, self._match) if m.match(info.id)
+                _Instance(r, info) for r, m in zip(self.rules, self._match) if m.match(info.id) and self._room()
             ]
         for inst in insts:
             inst.bind(info)
@@ -190,6 +204,7 @@ class AlertEngine:
         """A stream left the catalog: its firing alerts resolve (nothing is left to watch)."""
         insts = self._by_key.pop(key, ())
         self._infos.pop(key, None)
+        self._n -= len(insts)
         return [Transition(i.key, i.stream, i.rule, False, None, wall) for i in insts if i.firing]
 
     def on_batch(self, key: int, timestamps: np.ndarray, values: np.ndarray) -> list[Transition]:

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from .. import protocol
 from ..hub import Hub
 from ..protocol import StreamInfo
-from .engine import AlertEngine, Transition
+from .engine import MAX_INSTANCES, AlertEngine, Transition
 from .rules import AlertRule
 from .webhook import Webhook
 
@@ -47,7 +47,11 @@ class AlertMonitor:
     # ---- hub observer: synchronous, never blocks
 
     def on_stream(self, info: StreamInfo) -> None:
+        unbound = self.engine.unbound
         self._emit(self.engine.on_stream(info, self.clock(), self.wall()))
+        if self.engine.unbound != unbound:
+            log.warning("alerts: %d rule bindings skipped in all: more than %d rules x streams", self.engine.unbound,
+                        MAX_INSTANCES, extra={"event": "alerts_unbound", "unbound": self.engine.unbound})
         self._wake.set()  # a status hold may have started: the task re-reads the deadline
 
     def on_removed(self, key: int) -> None:
