@@ -232,6 +232,33 @@ def test_drag_zooms_time_wheel_zooms_y_double_click_resets(page):
     page.js("sensorstream.resume()")
 
 
+def test_a_two_finger_pinch_zooms_y(browser, server):
+    ctx = browser.new_context(viewport={"width": 900, "height": 900}, has_touch=True)
+    try:
+        pg = Page(ctx.new_page())
+        pg.page.goto(server.url)
+        pg.wait("window.sensorstream && sensorstream.ids().includes('sim/power') && sensorstream.snapshot('sim/power').len > 20")
+        pg.js("sensorstream.setViews('sim/power', ['time'])")
+        canvas = card(pg, "sim/power").get_by_test_id("chart")
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        before = pg.js("sensorstream.snapshot('sim/power').yRange")
+        cdp = ctx.new_cdp_session(pg.page)
+        points = lambda d: [{"x": x, "y": y - d, "id": 1}, {"x": x, "y": y + d, "id": 2}]  # noqa: E731
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": points(20)})
+        for d in (25, 30, 35, 40):   # the fingers spread to twice their distance: half the Y range
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": points(d)})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        pg.wait("sensorstream.views('sim/power').yZoom !== null")
+        z = pg.js("sensorstream.views('sim/power').yZoom")["-1"]
+        assert abs((z[1] - z[0]) / (before[1] - before[0]) - 0.5) < 0.05, (before, z)
+        assert pg.js("sensorstream.views('sim/power').zoom") is None   # touch never drags the time axis
+        assert pg.errors == []
+    finally:
+        ctx.close()
+
+
 # --------------------------------------------------------------------------- layout in the URL
 
 
