@@ -17,6 +17,7 @@ import trio
 from . import __version__
 from . import argtypes, logs
 from .config import ServerConfig
+from .excgroups import leaves, single
 from .server.security import ConfigError
 from .recording import cli as recording_cli
 from .sources import serial_cli
@@ -192,17 +193,9 @@ class ListenError(Exception):
     """The server could not open its port (exit code 1, one line)."""
 
 
-def _leaves(exc: BaseException):
-    if isinstance(exc, BaseExceptionGroup):
-        for e in exc.exceptions:
-            yield from _leaves(e)
-    else:
-        yield exc
-
-
 def _listen_error(exc: BaseException, cfg: ServerConfig) -> ListenError | None:
     """The one-line reason a bind failed, if that is what `exc` (maybe a group) is."""
-    for e in _leaves(exc):
+    for e in leaves(exc):
         if isinstance(e, socket.gaierror):
             return ListenError(f"cannot listen on {cfg.host}:{cfg.port}: unknown host {cfg.host!r} ({e.strerror}); use an address of this machine, e.g. 127.0.0.1")
         if isinstance(e, OSError) and e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
@@ -221,10 +214,9 @@ def run_server(command: str, fn, *args) -> int:
     try:
         trio.run(fn, *args)
     except BaseExceptionGroup as eg:
-        listen = [e for e in _leaves(eg) if isinstance(e, ListenError)]
-        if not listen:
+        if not isinstance(single(eg), ListenError):
             raise
-        print(f"sensorstream {command}: error: {listen[0]}", file=sys.stderr)
+        print(f"sensorstream {command}: error: {single(eg)}", file=sys.stderr)
         return 1
     return 0
 

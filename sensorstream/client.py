@@ -39,7 +39,7 @@ from trio_websocket import ConnectionClosed
 from . import excgroups, protocol
 from .client_errors import (  # noqa: F401  (re-exported: `from sensorstream.client import Unauthorized`)
     BadURL, ClientError, ConnectFailed, NotFound, NotSensorstream, PermanentError, RetryReport, UnknownStream, Unauthorized,
-    UntrustedCertificate, _redact, classify, normalize_url,
+    UntrustedCertificate, redact_url, classify, normalize_url,
 )
 from .protocol import Batch, StreamInfo
 
@@ -191,7 +191,7 @@ class Client:
                 raise
         line = self._report.connected()
         if line is not None:
-            log.warning("%s: %s", _redact(self.url), line)
+            log.warning("%s: %s", redact_url(self.url), line)
         return ws
 
     async def _subscribe(self, ws) -> None:
@@ -261,7 +261,7 @@ class Client:
                 self.state.errors.append(m)
                 if m.get("ref") == "sub" and m.get("code") == "unknown_stream":
                     have = ", ".join(sorted(i.id for i in self.streams.values())[:20]) or "none"
-                    raise UnknownStream(f"{m.get('message')} on {_redact(self.url)} (streams: {have}; globs such as 'sim/*' also match streams added later)", self.url)
+                    raise UnknownStream(f"{m.get('message')} on {redact_url(self.url)} (streams: {have}; globs such as 'sim/*' also match streams added later)", self.url)
                 log.warning("server error: %s %s", m.get("code"), m.get("message"))
             await self._send.send(m)
 
@@ -275,7 +275,7 @@ class Client:
             except ValueError:
                 m = None
         if m is None or m.get("type") != "hello" or not isinstance(m.get("streams"), list):
-            raise NotSensorstream(f"{_redact(self.url)} speaks WebSocket but is not a sensorstream server (its first message was not a hello)", self.url)
+            raise NotSensorstream(f"{redact_url(self.url)} speaks WebSocket but is not a sensorstream server (its first message was not a hello)", self.url)
         self.state.session = m.get("session")
         self.state.heartbeat_s = m.get("heartbeat_s")
         self.streams = {s["key"]: StreamInfo.from_json(s) for s in m["streams"]}

@@ -98,7 +98,7 @@ def normalize_url(text: str) -> str:
     return urllib.parse.urlunsplit((scheme, u.netloc, path, u.query, ""))
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without its token, for messages and logs."""
     u = urllib.parse.urlsplit(url)
     if "token=" not in u.query:
@@ -116,7 +116,7 @@ def _header(headers, name: bytes) -> str:
 
 def rejected(status: int, headers, body: bytes | None, url: str) -> ClientError:
     """The error for an HTTP answer that is not the WebSocket upgrade."""
-    shown = _redact(url)
+    shown = redact_url(url)
     server = _header(headers, b"server")
     ours = server.startswith("sensorstream")
     u = urllib.parse.urlsplit(url)
@@ -155,7 +155,7 @@ def classify(exc: BaseException, url: str) -> ClientError:
     """A ClientError for whatever connecting (or reading) raised."""
     if isinstance(exc, ClientError):
         return exc
-    shown = _redact(url)
+    shown = redact_url(url)
     u = urllib.parse.urlsplit(url)
     where = u.netloc
     chain = _chain(exc)
