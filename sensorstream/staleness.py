@@ -35,10 +35,28 @@ WINDOWS = 3  # batch windows without a batch
 RESOLUTION_S = 0.25
 
 
-def stale_after(rate_hz: float | None, window_s: float) -> float:
-    """Seconds without a sample after which a live stream is stale."""
-    period = 1.0 / rate_hz if rate_hz and rate_hz > 0 else 0.0
+def stale_after(rate_hz: float | None, window_s: float, interval_s: float | None = None) -> float:
+    """Seconds without a sample after which a live stream is stale. Without a nominal
+    rate (a `--serial` port with no profile), `interval_s`, the stream's observed
+    time between batches, stands in for the period: a device that prints every 5 s
+    is not stale after 2 s of its ordinary silence."""
+    period = 1.0 / rate_hz if rate_hz and rate_hz > 0 else (interval_s or 0.0)
     return max(MIN_STALE_S, PERIODS * period, WINDOWS * window_s)
+
+
+#: Weight of the newest interval in the estimate of an unknown-rate stream's period
+#: (an exponential average: one long pause does not set the limit for ever).
+INTERVAL_WEIGHT = 0.25
+
+
+class _Watch:
+    __slots__ = ("deadline", "rate_hz", "last_batch", "interval")
+
+    def __init__(self, rate_hz: float | None):
+        self.deadline = 0.0
+        self.rate_hz = rate_hz
+        self.last_batch: float | None = None
+        self.interval: float | None = None  # observed, for streams without a nominal rate
 
 
 class StaleTracker:
@@ -46,51 +64,61 @@ class StaleTracker:
 
     def __init__(self, window_s: float):
         self.window_s = window_s
-        # key -> [deadline, limit] for streams being watched (live ones)
-        self._live: dict[int, list[float]] = {}
+        self._watch: dict[int, _Watch] = {}  # every stream not removed
+        self._live: set[int] = set()  # the watched ones (status live)
         self._stale: set[int] = set()
+
+    def _limit(self, w: _Watch) -> float:
+        return stale_after(w.rate_hz, self.window_s, w.interval)
 
     def on_stream(self, info: StreamInfo, now: float) -> None:
         """A stream appeared or changed. Only `live` streams are watched; the clock
         of one that (re)turns live starts now."""
         key = info.key
+        w = self._watch.get(key)
+        if w is None:
+            w = self._watch[key] = _Watch(info.rate_hz)
+        w.rate_hz = info.rate_hz
         if info.status == protocol.LIVE:
             self._stale.discard(key)
-            entry = self._live.get(key)
-            limit = stale_after(info.rate_hz, self.window_s)
-            if entry is None:
-                self._live[key] = [now + limit, limit]
-            else:
-                entry[1] = limit
-        elif info.status == protocol.STALE:
-            self._live.pop(key, None)
-            self._stale.add(key)
-        else:  # disconnected, failed...: someone else's story
-            self._live.pop(key, None)
-            self._stale.discard(key)
+            if key not in self._live:
+                self._live.add(key)
+                w.deadline = now + self._limit(w)
+        else:
+            self._live.discard(key)
+            if info.status == protocol.STALE:
+                self._stale.add(key)
+            else:  # disconnected, failed...: someone else's story
+                self._stale.discard(key)
+                w.last_batch = None  # an outage is not an interval
 
     def on_removed(self, key: int) -> None:
-        self._live.pop(key, None)
+        self._watch.pop(key, None)
+        self._live.discard(key)
         self._stale.discard(key)
 
     def on_batch(self, key: int, now: float) -> bool:
         """A batch arrived. True if the stream was stale (the caller makes it live)."""
-        entry = self._live.get(key)
-        if entry is not None:
-            entry[0] = now + entry[1]
+        w = self._watch.get(key)
+        if w is None:
             return False
+        if w.rate_hz is None and w.last_batch is not None:
+            gap = now - w.last_batch
+            w.interval = gap if w.interval is None else w.interval + INTERVAL_WEIGHT * (gap - w.interval)
+        w.last_batch = now
+        w.deadline = now + self._limit(w)
         return key in self._stale
 
     def due(self, now: float) -> list[int]:
         """Streams that just went stale (each reported once, until it is live again)."""
-        out = [key for key, (deadline, _) in self._live.items() if deadline <= now]
+        out = [key for key in self._live if self._watch[key].deadline <= now]
         for key in out:
-            del self._live[key]
+            self._live.discard(key)
             self._stale.add(key)
         return out
 
     def next_deadline(self) -> float | None:
-        return min((d for d, _ in self._live.values()), default=None)
+        return min((self._watch[k].deadline for k in self._live), default=None)
 
 
 class StalenessWatcher:

@@ -36,7 +36,7 @@ def test_stale_after_is_the_largest_of_the_floor_the_periods_and_the_windows(rat
 
 def test_tracker_goes_stale_once_after_the_limit_and_live_with_the_next_batch():
     t = StaleTracker(window_s=0.05)
-    t.on_stream(info(1), now=0.0)
+    t.on_stream(info(1, rate=100), now=0.0)
     assert t.next_deadline() == 2.0
     assert t.due(1.99) == []
     assert t.on_batch(1, now=1.5) is False  # a batch pushes the deadline
@@ -44,10 +44,10 @@ def test_tracker_goes_stale_once_after_the_limit_and_live_with_the_next_batch():
     assert t.due(3.49) == []
     assert t.due(3.5) == [1]
     assert t.due(10.0) == []  # reported once
-    t.on_stream(info(1, "stale"), now=3.5)  # (the hub's announcement of it)
+    t.on_stream(info(1, "stale", rate=100), now=3.5)  # (the hub's announcement of it)
     assert t.next_deadline() is None
     assert t.on_batch(1, now=11.0) is True  # the caller makes it live
-    t.on_stream(info(1, "live"), now=11.0)
+    t.on_stream(info(1, "live", rate=100), now=11.0)
     assert t.next_deadline() == 13.0
 
 
@@ -258,3 +258,24 @@ async def test_a_port_another_reader_holds_is_refused_and_the_log_says_why(caplo
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_stream_without_a_nominal_rate_is_judged_by_its_own_pace():
+    """A `--serial` device with no profile that prints every 5 s is not stale after
+    2 s of its ordinary silence; silent for 5 of its intervals, it is."""
+    t = StaleTracker(window_s=0.05)
+    t.on_stream(info(1, rate=None), now=0.0)
+    t.on_batch(1, 0.0)  # (before its second batch its pace is unknown: the 2 s floor holds)
+    now = 0.0
+    for i in range(10):
+        now += 5.0
+        if i:
+            assert t.due(now - 0.01) == []
+        t.on_batch(1, now)
+    assert t.due(now + 24.0) == []
+    assert t.due(now + 25.0) == [1]
+    # A fast stream without a rate keeps the 2 s floor.
+    t.on_stream(info(2, rate=None), now=0.0)
+    for i in range(1, 50):
+        t.on_batch(2, i * 0.05)
+    assert t.due(2.45 + 1.99) == [] and t.due(2.45 + 2.0) == [2]
