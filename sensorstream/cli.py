@@ -62,8 +62,7 @@ def _webhook_url(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sensorstream", description="Live sensor data from devices to the browser.",
-                                usage="sensorstream COMMAND [options]  (sensorstream --help lists the commands)")
+    p = argparse.ArgumentParser(prog="sensorstream", description="Live sensor data from devices to the browser.")
     p.add_argument("--version", action="version", version=f"sensorstream {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

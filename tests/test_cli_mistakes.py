@@ -177,3 +177,14 @@ def test_tail_help_shows_the_default_url_and_what_count_counts():
     text = " ".join(text.split())
     assert "ws://127.0.0.1:8765/ws" in text
     assert "--batches" in text and "samples, or batches with --batches" in text
+
+
+def test_every_command_names_itself_in_its_usage():
+    """A usage= on the top parser becomes the prefix of every subcommand's usage; it
+    must stay `sensorstream <command>`."""
+    from sensorstream.cli import build_parser
+
+    p = build_parser()
+    sub = next(a for a in p._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        assert parser.format_usage().startswith(f"usage: sensorstream {name} "), parser.format_usage()
