@@ -15,6 +15,13 @@ class ServerConfig:
     insecure: bool = False  # allow a non-loopback bind without a token
     certfile: str | None = None  # TLS: https/wss on the same port
     keyfile: str | None = None
+    # Commands to devices (docs/security.md, "Commands"): off unless allowed or a control token is set
+    allow_commands: bool = False
+    control_token: str | None = None  # only clients presenting it may send commands
+    command_rate: float = 10.0  # commands per second per connection
+    command_burst: int = 20
+    max_command_bytes: int = 1024  # per command
+    command_queue_bytes: int = 4096  # per port, not yet written to the device
     # Batching
     window_s: float = 0.05
     max_batch_samples: int = 4096

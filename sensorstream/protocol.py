@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -83,9 +84,11 @@ class StreamInfo:
     # client's (epoch, seq) names one batch for as long as the epoch lasts.
     epoch: str = ""
     error: str | None = None  # why the stream is FAILED (a short human reason), else None
+    commands: bool = False  # the source accepts commands (docs/protocol.md, "Commands")
+    actions: tuple[dict[str, Any], ...] = ()  # the device profile's [[actions]]: buttons and sliders
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "key": self.key,
             "id": self.id,
             "device": self.device or self.id.split("/", 1)[0],
@@ -95,6 +98,10 @@ class StreamInfo:
             "epoch": self.epoch,
             **({"error": self.error} if self.error is not None else {}),
         }
+        if self.commands:  # only then: clients that predate commands see the same objects
+            d["commands"] = True
+            d["actions"] = list(self.actions)
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "StreamInfo":
@@ -107,6 +114,8 @@ class StreamInfo:
             device=str(d.get("device", "")),
             epoch=str(d.get("epoch", "")),
             error=None if d.get("error") is None else str(d["error"]),
+            commands=bool(d.get("commands", False)),
+            actions=tuple(a for a in d.get("actions", ()) if isinstance(a, dict)),
         )
 
 
@@ -234,6 +243,20 @@ def alert(msg: dict[str, Any]) -> str:
     `value`, `t` (Unix s), `message`, plus `id`, `stream`, `above`, `below`."""
     return _dumps(msg)
 
+
+def command_sent(ref: Any, nbytes: int) -> str:
+    """The command's bytes were written to the device (not: the device acted on them)."""
+    return _dumps({"type": "command_sent", "ref": ref, "bytes": nbytes})
+
+
+def console(key: int, lines: list[str], t: float, dropped: int = 0) -> str:
+    """Raw device lines that were not data. `dropped`: lines left out by the rate limit since the last one."""
+    msg: dict[str, Any] = {"type": "console", "key": key, "lines": lines, "t": t}
+    if dropped:
+        msg["dropped"] = dropped
+    return _dumps(msg)
+
+
 # --------------------------------------------------------------------------- client -> server text
 
 
@@ -257,6 +280,7 @@ class Subscribe:
     history_s: float = 0.0
     # stream id -> (epoch, last seq received): see protocol.md, "Resume".
     resume: dict[str, tuple[str, int]] | None = None
+    console: bool = False  # also the streams' raw device lines (`console` messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +307,21 @@ class Playback:
 PLAYBACK_ACTIONS = ("status", "pause", "resume", "seek", "speed")
 MAX_PLAYBACK_SPEED = 1000.0
 
-ClientMessage = Subscribe | Unsubscribe | Ping | Playback
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Bytes for a device: `data` is the text with its line ending, or the decoded hex."""
+
+    ref: Any
+    stream: str
+    data: bytes
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | Playback | Command
+
+#: Line endings a text command may ask for.
+EOLS = {"none": b"", "lf": b"\n", "cr": b"\r", "crlf": b"\r\n"}
+_HEX_SEPARATORS = re.compile(r"[\s:,-]+")
 
 
 def _depth_ok(obj: Any, limit: int) -> bool:
@@ -368,13 +406,18 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
             hist = 0
         if isinstance(hist, bool) or not isinstance(hist, (int, float)) or not math.isfinite(hist) or hist < 0:
             raise ProtocolError("bad_field", "'history_s' must be a non-negative number", ref)
-        return Subscribe(ref, _patterns(msg, ref), float(hist), _resume(msg.get("resume"), ref))
+        console = msg.get("console", False)
+        if not isinstance(console, bool):
+            raise ProtocolError("bad_field", "'console' must be true or false", ref)
+        return Subscribe(ref, _patterns(msg, ref), float(hist), _resume(msg.get("resume"), ref), console)
     if kind == "unsubscribe":
         return Unsubscribe(ref, _patterns(msg, ref))
     if kind == "ping":
         return Ping(ref)
     if kind == "playback":
         return _playback(msg, ref)
+    if kind == "command":
+        return _command(msg, ref)
     shown = kind if isinstance(kind, str) and len(kind) <= 64 else type(kind).__name__
     raise ProtocolError("unknown_type", f"unknown message type {shown!r}", ref)
 
@@ -403,6 +446,43 @@ def playback_state(ref: Any, state: dict[str, Any]) -> str:
     return _dumps({"type": "playback", "ref": ref, "state": state})
 
 
+def hex_bytes(text: str) -> bytes:
+    """"01 03 00 0a" (or 01:03, 01-03, 01030a) -> bytes; ValueError if it is not hex."""
+    digits = _HEX_SEPARATORS.sub("", text)
+    if len(digits) % 2:
+        raise ValueError("hex needs two digits per byte")
+    try:
+        return bytes.fromhex(digits)
+    except ValueError:
+        raise ValueError("hex may hold only 0-9, a-f and separators between bytes") from None
+
+
+def _command(msg: dict[str, Any], ref: Any) -> Command:
+    stream = msg.get("stream")
+    if not isinstance(stream, str) or not 0 < len(stream) <= MAX_PATTERN_LEN:
+        raise ProtocolError("bad_field", "'stream' must be a stream id", ref)
+    text, hexa = msg.get("text"), msg.get("hex")
+    if (text is None) == (hexa is None):
+        raise ProtocolError("bad_field", "a command has exactly one of 'text' or 'hex'", ref)
+    if hexa is not None:
+        if not isinstance(hexa, str):
+            raise ProtocolError("bad_hex", "'hex' must be a string such as \"01 03 00 0a\"", ref)
+        try:
+            return Command(ref, stream, hex_bytes(hexa))
+        except ValueError as e:
+            raise ProtocolError("bad_hex", str(e), ref) from None
+    eol = msg.get("eol", "lf")
+    if not isinstance(text, str):
+        raise ProtocolError("bad_field", "'text' must be a string", ref)
+    if eol not in EOLS:
+        raise ProtocolError("bad_field", f"'eol' must be one of {', '.join(EOLS)}", ref)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800") is valid JSON but not text
+        raise ProtocolError("bad_field", "'text' is not valid Unicode", ref) from None
+    return Command(ref, stream, data + EOLS[eol])
+
+
 # --------------------------------------------------------------------------- client-side helpers
 
 
@@ -415,11 +495,24 @@ def parse_server_message(text: str) -> dict[str, Any]:
 
 
 def subscribe(streams: list[str], ref: Any = None, history_s: float = 0.0,
-              resume: dict[str, tuple[str, int]] | None = None) -> str:
+              resume: dict[str, tuple[str, int]] | None = None, console: bool = False) -> str:
     msg: dict[str, Any] = {"type": "subscribe", "ref": ref, "streams": streams, "history_s": history_s}
     if resume:
         msg["resume"] = {sid: {"epoch": e, "seq": s} for sid, (e, s) in resume.items()}
+    if console:
+        msg["console"] = True
     return _dumps(msg)
+
+
+def command(stream: str, *, text: str | None = None, hex: str | None = None, eol: str = "lf", ref: Any = None) -> str:
+    """A `command` message: `text` with a line ending (none, lf, cr, crlf), or `hex`."""
+    if (text is None) == (hex is None):
+        raise ValueError("give exactly one of text= or hex=")
+    if hex is not None:
+        return _dumps({"type": "command", "ref": ref, "stream": stream, "hex": hex})
+    if eol not in EOLS:
+        raise ValueError(f"eol must be one of {', '.join(EOLS)}")
+    return _dumps({"type": "command", "ref": ref, "stream": stream, "text": text, "eol": eol})
 
 
 def unsubscribe(streams: list[str], ref: Any = None) -> str:

@@ -149,8 +149,10 @@ class Hub(abc.ABC):
 
     # --- source side
     @abc.abstractmethod
-    def add_stream(self, id: str, channels: Iterable[Channel], rate_hz: float | None = None, device: str = "") -> StreamInfo:
-        """Register a stream; the returned info's key is the handle for the calls below."""
+    def add_stream(self, id: str, channels: Iterable[Channel], rate_hz: float | None = None, device: str = "",
+                   commands: bool = False, actions: tuple[dict, ...] = ()) -> StreamInfo:
+        """Register a stream; the returned info's key is the handle for the calls below.
+        `commands`/`actions`: its source takes commands (docs/protocol.md, "Commands")."""
 
     @abc.abstractmethod
     def update_stream(self, key: int, *, channels: Iterable[Channel] | None = None, status: str | None = None,

@@ -93,7 +93,8 @@ class LocalHub(Hub):
 
     # ------------------------------------------------------------------ source side
 
-    def add_stream(self, id: str, channels: Iterable[Channel], rate_hz: float | None = None, device: str = "") -> StreamInfo:
+    def add_stream(self, id: str, channels: Iterable[Channel], rate_hz: float | None = None, device: str = "",
+                   commands: bool = False, actions: tuple[dict, ...] = ()) -> StreamInfo:
         channels = tuple(channels)
         if id in self._by_id:
             # A source restarting under the same id (e.g. a device replugged)
@@ -104,7 +105,7 @@ class LocalHub(Hub):
             raise HubError("too_many_streams", f"the hub holds at most {self.limits.max_streams} streams")
         self._check_channels(channels)
         info = StreamInfo(key=self._key_for(id), id=id, channels=channels, rate_hz=rate_hz, status="live", device=device,
-                          epoch=secrets.token_hex(6))
+                          epoch=secrets.token_hex(6), commands=commands, actions=tuple(actions))
         self._install(info)
         return info
 

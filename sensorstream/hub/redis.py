@@ -222,7 +222,10 @@ class RedisHub(LocalHub):
 
     # ------------------------------------------------------------------ source side
 
-    def add_stream(self, id: str, channels: Iterable[Channel], rate_hz: float | None = None, device: str = "") -> StreamInfo:
+    def add_stream(self, id: str, channels: Iterable[Channel], rate_hz: float | None = None, device: str = "",
+                   commands: bool = False, actions: tuple[dict, ...] = ()) -> StreamInfo:
+        # Commands are not carried over the bus: a gateway's clients cannot reach the
+        # process that owns the device, so its streams do not say they take them.
         channels = tuple(channels)
         self._check_channels(channels)
         p = self._pub_by_id.get(id)

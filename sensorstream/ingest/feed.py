@@ -29,9 +29,11 @@ class StreamFeed:
         device: str = "",
         window_s: float = 0.05,
         max_samples: int = 4096,
+        commands: bool = False,
+        actions: tuple[dict, ...] = (),
     ):
         self.hub = hub
-        self.info: StreamInfo = hub.add_stream(id, channels, rate_hz=rate_hz, device=device)
+        self.info: StreamInfo = hub.add_stream(id, channels, rate_hz=rate_hz, device=device, commands=commands, actions=actions)
         self.key = self.info.key
         # Continue the seq of a stream that existed before (a replugged device).
         self.batcher = Batcher(len(self.info.channels), window_s, max_samples, first_seq=hub.next_seq(self.key))

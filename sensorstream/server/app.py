@@ -27,6 +27,7 @@ import trio
 from .. import protocol
 from ..alerts.monitor import AlertCollector, AlertMonitor
 from ..alerts.webhook import Webhook
+from ..commands.registry import CommandPolicy, CommandRegistry
 from ..config import ServerConfig
 from ..hub import Hub, HubLimits, open_hub
 from ..recording.writer import recorder_for
@@ -96,7 +97,11 @@ class Server:
         self._shutting_down = False
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        for source in sources_from_config(self.hub, cfg):
+        self.commands = CommandRegistry(CommandPolicy(
+            enabled=cfg.allow_commands or bool(cfg.control_token), control_token=cfg.control_token or None,
+            max_bytes=cfg.max_command_bytes, rate=cfg.command_rate, burst=cfg.command_burst,
+            max_queue_bytes=cfg.command_queue_bytes))
+        for source in sources_from_config(self.hub, cfg, self.commands):
             self.add_source(source)
         # Another consumer of the hub (docs/recording.md).
         self.recorder = recorder_for(cfg, self.hub)

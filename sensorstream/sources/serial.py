@@ -24,12 +24,14 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import serial
 import serial.tools.list_ports
 import trio
 
+from ..commands.port import DevicePort
+from ..commands.profile import parse_actions, parse_polls
 from ..hub import Hub
 from ..ingest.parsing import make_parser, profile_units
 from ..protocol import Channel
@@ -105,6 +107,7 @@ def load_device_profile(path: str | os.PathLike) -> SerialSpec:
     stream = doc.get("stream", {})
     try:
         make_parser(doc)  # the parser's own checks (struct syntax...) now, not at first data
+        parse_actions(doc), parse_polls(doc)  # and the commands' ([[actions]] templates, [[poll]] bytes)
     except ValueError as e:
         raise profile_schema.ProfileError(f"{os.fspath(path)}: {e}") from None
     sid = stream.get("id") or f"serial/{_slug(Path(path).stem)}"
@@ -234,10 +237,23 @@ def _channels(names: list[str], units: dict[str, str]) -> list[Channel]:
     return [Channel(n, units.get(n, "")) for n in names]
 
 
+async def _write_commands(port: DevicePort, ser: serial.SerialBase, failed: Callable[[str], None]) -> None:
+    """The port's write side, next to its reader: non-blocking writes on the fd (a
+    worker thread for URL ports). A write error ends the connection like a read error."""
+    try:
+        if type(ser) is serial.Serial and hasattr(ser, "fd"):
+            await port.write_fd(ser.fileno())
+        else:
+            await port.write_with(ser.write)
+    except (serial.SerialException, OSError) as e:
+        failed(f"write failed: {getattr(e, 'strerror', None) or e}")
+
+
 async def run_serial(
     hub: Hub,
     spec: SerialSpec,
     *,
+    port: DevicePort | None = None,
     window_s: float = 0.05,
     max_samples: int = 4096,
     backoff_min: float = BACKOFF_MIN,
@@ -247,8 +263,14 @@ async def run_serial(
 ) -> None:
     parser = make_parser(spec.profile)
     units = profile_units(spec.profile)
+    commandable = port is not None and port.accepts_commands
     feed = StreamFeed(hub, spec.stream_id, _channels(parser.channel_names, units), rate_hz=spec.rate_hz,
-                      device=spec.device or "serial", window_s=window_s, max_samples=max_samples)
+                      device=spec.device or "serial", window_s=window_s, max_samples=max_samples,
+                      commands=commandable, actions=tuple(a.to_json() for a in port.actions) if commandable else ())
+    console: list[bytes] = []
+    if port is not None:
+        port.key = feed.key
+        parser.counters.console = console  # lines that are not data: the device's console
     counters = hub.stats(feed.key).source
     counters.update(reconnects=0, open_failures=0, parse_errors=0)
     task_status.started(feed)
@@ -256,6 +278,22 @@ async def run_serial(
     opened_before = False
     last_error_log = -float("inf")
     errors_logged = 0
+
+    def _count_errors() -> None:
+        nonlocal last_error_log, errors_logged
+        c = parser.counters
+        errors = c.lines_malformed + c.lines_oversize + c.values_invalid + c.labels_rejected
+        if errors != counters["parse_errors"]:
+            counters.update(c.as_dict())
+            counters["parse_errors"] = errors
+            now = trio.current_time()
+            if now - last_error_log >= ERROR_LOG_INTERVAL:
+                log.warning("%s: %d bad lines/values so far (+%d): %s", spec.stream_id, errors,
+                            errors - errors_logged, {k: v for k, v in c.as_dict().items() if v and k != "lines_ok"})
+                last_error_log, errors_logged = now, errors
+        else:
+            counters["lines_ok"] = c.lines_ok
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(feed.run_flusher)
         try:
@@ -284,32 +322,42 @@ async def run_serial(
                 log.info("%s: connected to %s at %d baud", spec.stream_id, where, spec.baud)
                 if feed.info.status != "live":
                     feed.set_status("live")
+                gone: str | None = None
                 try:
-                    # Coalescing never exceeds a fifth of the batch window.
-                    wait = min(COALESCE_S, window_s / 5) if coalesce_s is None else coalesce_s
-                    async for data, arrival in _read_chunks(ser, wait):
-                        parsed = parser.feed(data, arrival)
-                        if parsed.channels_changed:
-                            feed.set_channels(_channels(parser.channel_names, units))
-                        if len(parsed):
-                            feed.push(parsed.timestamps, parsed.values)
-                        c = parser.counters
-                        errors = c.lines_malformed + c.lines_oversize + c.values_invalid + c.labels_rejected
-                        if errors != counters["parse_errors"]:
-                            counters.update(c.as_dict())
-                            counters["parse_errors"] = errors
-                            now = trio.current_time()
-                            if now - last_error_log >= ERROR_LOG_INTERVAL:
-                                log.warning("%s: %d bad lines/values so far (+%d): %s", spec.stream_id, errors,
-                                            errors - errors_logged, {k: v for k, v in c.as_dict().items() if v and k != "lines_ok"})
-                                last_error_log, errors_logged = now, errors
-                        else:
-                            counters["lines_ok"] = c.lines_ok
-                except PortGone as e:
-                    log.warning("%s: disconnected (%s); retrying", spec.stream_id, e)
-                    feed.set_status("disconnected")
+                    async with trio.open_nursery() as conn:
+                        def failed(why: str) -> None:
+                            nonlocal gone
+                            gone = gone or why
+                            conn.cancel_scope.cancel()
+
+                        if port is not None:
+                            port.set_connected(True)
+                            if commandable:
+                                conn.start_soon(_write_commands, port, ser, failed)
+                                if port.polls:
+                                    conn.start_soon(port.run_polls)
+                        try:
+                            # Coalescing never exceeds a fifth of the batch window.
+                            wait = min(COALESCE_S, window_s / 5) if coalesce_s is None else coalesce_s
+                            async for data, arrival in _read_chunks(ser, wait):
+                                parsed = parser.feed(data, arrival)
+                                if parsed.channels_changed:
+                                    feed.set_channels(_channels(parser.channel_names, units))
+                                if len(parsed):
+                                    feed.push(parsed.timestamps, parsed.values)
+                                if console:
+                                    port.console_lines(console, arrival)
+                                    console.clear()
+                                _count_errors()
+                        except PortGone as e:
+                            failed(str(e))
                 finally:
+                    if port is not None:
+                        port.set_connected(False)  # what is still queued is refused: `disconnected`
                     ser.close()
+                if gone is not None:
+                    log.warning("%s: disconnected (%s); retrying", spec.stream_id, gone)
+                    feed.set_status("disconnected")
                 await trio.sleep(delay)
         finally:
             nursery.cancel_scope.cancel()

@@ -1,9 +1,10 @@
 """Every source the server runs, set up in one place from its settings.
 
-``from_config(hub, cfg)`` returns one task per source: the built-in simulators
-(``--simulate``, ``--simulate-wide``, ``--simulate-late``) and the serial devices
-(``--serial``, ``--device``). The server runs each in its own nursery slot
-(``Server.run``), so a source that fails ends alone.
+``from_config(hub, cfg, commands)`` returns one task per source: the built-in
+simulators (``--simulate``, ``--simulate-wide``, ``--simulate-late``) and the serial
+devices (``--serial``, ``--device``), each with its DevicePort in the command
+registry (its write side and console). The server runs each in its own nursery
+slot (``Server.run``), so a source that fails ends alone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Awaitable, Callable
 
 import trio
 
+from ..commands.profile import parse_actions, parse_polls
+from ..commands.registry import CommandRegistry
 from ..config import ServerConfig
 from ..hub import Hub
 from ..server.security import ConfigError
@@ -21,8 +24,8 @@ from .simulator import SimProfile, default_profiles, run_simulator, wide_profile
 Source = Callable[[], Awaitable[None]]
 
 
-def from_config(hub: Hub, cfg: ServerConfig) -> list[Source]:
-    return simulators(hub, cfg) + serial_ports(hub, cfg)
+def from_config(hub: Hub, cfg: ServerConfig, commands: CommandRegistry) -> list[Source]:
+    return simulators(hub, cfg, commands) + serial_ports(hub, cfg, commands)
 
 
 def _sim_profiles(cfg: ServerConfig) -> list[tuple[SimProfile, float]]:
@@ -41,17 +44,22 @@ def _sim_profiles(cfg: ServerConfig) -> list[tuple[SimProfile, float]]:
     return out
 
 
-def simulators(hub: Hub, cfg: ServerConfig) -> list[Source]:
+def simulators(hub: Hub, cfg: ServerConfig, commands: CommandRegistry) -> list[Source]:
     out: list[Source] = []
-    sim = functools.partial(run_simulator, hub, seed=cfg.seed, window_s=cfg.window_s, max_samples=cfg.max_batch_samples)
-    for late, delay in _sim_profiles(cfg):
+
+    def sim(p):
+        return functools.partial(run_simulator, hub, p, seed=cfg.seed, window_s=cfg.window_s,
+                                 max_samples=cfg.max_batch_samples, port=commands.port_for(p.id))
+
+    for p, delay in _sim_profiles(cfg):
+        late = sim(p)
         if not delay:
-            out.append(functools.partial(sim, late))
+            out.append(late)
             continue
 
         async def later(late=late, delay=delay):
             await trio.sleep(delay)
-            await sim(late)
+            await late()
 
         out.append(later)
     return out
@@ -71,12 +79,14 @@ def serial_specs(cfg: ServerConfig) -> list:
     return specs
 
 
-def serial_ports(hub: Hub, cfg: ServerConfig) -> list[Source]:
+def serial_ports(hub: Hub, cfg: ServerConfig, commands: CommandRegistry) -> list[Source]:
     if not (cfg.serial or cfg.devices):
         return []
     from .serial import run_serial
 
-    return [functools.partial(run_serial, hub, spec, window_s=cfg.window_s, max_samples=cfg.max_batch_samples)
+    return [functools.partial(run_serial, hub, spec, window_s=cfg.window_s, max_samples=cfg.max_batch_samples,
+                              port=commands.port_for(spec.stream_id, actions=parse_actions(spec.profile),
+                                                     polls=parse_polls(spec.profile)))
             for spec in serial_specs(cfg)]
 
 

@@ -135,8 +135,7 @@ class CsvFormat:
                 c.values_invalid += res[1]
                 self._relayout_run = 0
                 continue
-            c.lines_malformed += 1
-            c.bytes_discarded += len(lines[i])
+            c.malformed(lines[i])
             if res is None:
                 continue
             width = len(res[0])
@@ -187,8 +186,7 @@ class CsvFormat:
         c = self.counters
         for line, k in zip(lines, counts.tolist()):
             if k:
-                c.lines_malformed += 1
-                c.bytes_discarded += len(line)
+                c.malformed(line)
             else:
                 c.lines_empty += 1
 

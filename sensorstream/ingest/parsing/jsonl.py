@@ -101,8 +101,7 @@ class JsonFormat:
                     continue
             k = self._object(obj, idx, vals)
             if k is None:
-                c.lines_malformed += 1
-                c.bytes_discarded += len(line)
+                c.malformed(line)
             else:
                 counts.append(k)
         c.lines_ok += len(counts)

@@ -112,8 +112,7 @@ class LabelsFormat:
                 else:
                     c.values_invalid += 1  # a new label whose first value is not a number
             if not any(i != REJECTED for i in line_idx):
-                c.lines_malformed += 1
-                c.bytes_discarded += len(line)
+                c.malformed(line)
                 c.labels_rejected += len(line_idx)
                 continue
             if len(line_idx) == len(pairs):  # every label known: cache the line's layout

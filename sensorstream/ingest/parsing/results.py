@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -36,21 +36,29 @@ class ParseCounters:
     values_invalid: int = 0  # a field of a good line that was not a number: NaN in the output
     labels_rejected: int = 0  # values whose new label found no channel slot (max_channels)
     bytes_discarded: int = 0  # bytes of discarded lines (partial, oversize, malformed)
+    #: When a list, malformed text lines are also appended to it: the device's console
+    #: (banners, replies to commands). Its owner empties it after every feed.
+    console: list[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def lines_seen(self) -> int:
         return self.lines_ok + self.lines_malformed + self.lines_oversize + self.lines_empty + self.lines_partial
 
+    def malformed(self, line: bytes) -> None:
+        self.lines_malformed += 1
+        self.bytes_discarded += len(line)
+        if self.console is not None:
+            self.console.append(line)
+
     def discard(self, line: bytes) -> None:
         """A line that gave no sample: empty if blank, else malformed (its bytes discarded)."""
         if line.strip():
-            self.lines_malformed += 1
-            self.bytes_discarded += len(line)
+            self.malformed(line)
         else:
             self.lines_empty += 1
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "console"}
 
 
 def empty(n_channels: int) -> Parsed:
