@@ -4,6 +4,9 @@ It runs a simulator profile and writes its samples into a pty in one of the
 device formats, so the whole serial path (port, parser, reconnect) can be
 tried without hardware. `encode_samples` is the pure part (samples -> bytes a
 device would send); `run_pty_device` is the loop that paces and writes them.
+It also reads what is written to the pty, like a device with a command line:
+`rate <Hz>`, `spike` and `help`, each ended by CR or LF, are answered with a
+line (`OK rate 500`) between the samples (see simulator.SimCommands).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import trio
 
 from ..ingest import cobs
-from .simulator import Pacer, SignalModel, SimProfile
+from .simulator import Pacer, SignalModel, SimCommands, SimProfile
 
 FORMATS = ("labels", "csv", "json", "cobs")
 
@@ -61,18 +64,45 @@ async def run_pty_device(profile: SimProfile, fmt: str, *, seed: int = 0, link: 
     model = SignalModel(profile, seed)
     names = [c.name for c in profile.channels]
     pacer = Pacer(profile.rate_hz, tick_s)
+    commands = SimCommands(model, pacer)
+    replies: list[str] = []
     task_status.started(link or path)
     try:
-        while True:
-            first, ts = pacer.due()
-            if len(ts):
-                try:
-                    os.write(master, encode_samples(fmt, names, ts, model.generate(first, len(ts)), pacer.wall0))
-                except BlockingIOError:
-                    pass  # nobody is reading and the pty is full: a real device's bytes would be lost too
-            await pacer.wait()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_commands, master, commands, replies)
+            while True:
+                first, ts = pacer.due()
+                out = b""
+                if len(ts):
+                    out = encode_samples(fmt, names, ts, model.generate(first, len(ts)), pacer.wall0)
+                if replies and fmt != "cobs":  # a binary device has no text console
+                    out += "".join(r + "\r\n" for r in replies).encode()
+                replies.clear()
+                if out:
+                    try:
+                        os.write(master, out)
+                    except BlockingIOError:
+                        pass  # nobody is reading and the pty is full: a real device's bytes would be lost too
+                await pacer.wait()
     finally:
         if link and os.path.islink(link):
             os.unlink(link)
         os.close(master)
         os.close(slave)
+
+
+async def _read_commands(master: int, commands: SimCommands, replies: list[str]) -> None:
+    """Lines written to the device, answered in `replies` (written with the next samples)."""
+    pending = b""
+    while True:
+        await trio.lowlevel.wait_readable(master)
+        try:
+            data = os.read(master, 4096)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return  # the other side closed (EIO): nothing more will come
+        *lines, pending = (pending + data).replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        pending = pending[-1024:]  # a line without an end is kept only so long
+        for line in lines:
+            replies.extend(commands.feed(line))
