@@ -13,6 +13,7 @@ import { spectrumStats } from "./views/spectrum.js";
 import { onAlert, mountPanel as mountAlertPanel, renderPanel as renderAlertPanel, snapshot as alertsSnapshot, setLimit } from "./views/alerts.js";
 import * as layout from "./views/layout.js";
 import { Timeline } from "./timeline.js";
+import { CommandPanel } from "./commands.js";
 
 const WINDOWS = [[5, "5 s"], [30, "30 s"], [120, "2 min"], [600, "10 min"]];
 const DOM_UPDATE_MS = 250;       // legend values, ages, counters: 4 Hz is plenty for text
@@ -182,12 +183,14 @@ class StreamView {
     this.tip = h("div", { class: "tip", "data-testid": "tooltip", hidden: true });
     this.plot = h("div", { class: "plot" }, this.canvas, this.tip);
     this.legend = h("ul", { class: "legend", "data-testid": "legend" });
+    this.commands = new CommandPanel(id, (msg) => sendCommand(this, msg));
     this.el = h("article", { class: "card", "data-testid": `stream-${id}`, "data-stream": id },
       h("header", { class: "card-head" },
         h("h3", { text: id, title: id }),
         this.statusEl, this.ageEl, this.dropsEl,
         h("span", { class: "tools" }, this.yFixEl, this.yModeBtn, this.splitBtn, csvBtn)),
-      this.plot, this.legend);
+      this.plot, this.legend, this.commands.el);
+    this.commands.setInfo(this.info);
     this.chart = new Chart(this.canvas, this);
     this.buildLegend();
     this.views = attachViews(this, appCtx);   // Spectrum, XY, Gauge, zoom, layout (views/)
@@ -280,6 +283,7 @@ class StreamView {
     }
     noteEpoch(this, info.epoch);
     this.info = info;
+    this.commands.setInfo(info);
     this.rateHz = info.rate_hz > 0 ? info.rate_hz : this.rateHz;
     const chans = info.channels.map((c) => ({ name: String(c.name), unit: String(c.unit ?? "") }));
     const changed = chans.length !== this.channels.length || chans.some((c, i) => c.name !== this.channels[i].name || c.unit !== this.channels[i].unit);
@@ -436,7 +440,7 @@ class StreamView {
       hidden: [...this.hidden], yMode: this.yMode, yRange: this.chart.yRange, view: { ...this.chart.view },
       split: this.split, splitByUser: this.splitByUser,
       lanes: this.chart.lanes.map((ln) => ({ channels: ln.chans.map((c) => this.channels[c]?.name), top: ln.top, height: ln.h, yRange: [ln.y0, ln.y1] })),
-      subscribed: this.subscribed,
+      subscribed: this.subscribed, commands: this.commands.snapshot(),
     };
   }
 }
@@ -524,9 +528,23 @@ const pendingSubs = new Map();   // ref -> {patterns, history}
 function subscribe(patterns, history, resume = null) {
   const ref = `sub-${++refCounter}`;
   pendingSubs.set(ref, { patterns, history });
-  const msg = { type: "subscribe", ref, streams: patterns, history_s: Math.round(history * 1000) / 1000 };
+  const msg = { type: "subscribe", ref, streams: patterns, history_s: Math.round(history * 1000) / 1000, console: true };
   if (resume && Object.keys(resume).length) msg.resume = resume;   // streams seen before continue where they stopped
   conn.send(msg);
+}
+
+const commandRefs = new Map();   // ref -> StreamView of a command awaiting command_sent / error
+function sendCommand(sv, msg) {
+  const ref = `cmd-${++refCounter}`;
+  if (!conn.send({ ...msg, ref })) return null;
+  commandRefs.set(ref, sv);
+  return ref;
+}
+function commandReply(msg) {
+  const sv = commandRefs.get(msg.ref);
+  if (!sv) return false;
+  commandRefs.delete(msg.ref);
+  return sv.commands.reply(msg);
 }
 
 function onHello(msg) {
@@ -552,6 +570,8 @@ function onHello(msg) {
   }
   if (!streams.size) history = MAX_WINDOW_S;
   pendingSubs.clear();
+  commandRefs.clear();   // commands of the old connection get no answer now
+  for (const sv of streams.values()) sv.commands.pending.clear();
   subscribe(["*"], history, points);
   $("#empty").textContent = streams.size ? "" : NO_SOURCES;
   access.connected();
@@ -597,7 +617,10 @@ function onText(msg) {
       if (sv) sv.chart.dirty = true;
       break;
     }
+    case "console": byKey.get(msg.key)?.commands.console(msg); break;
+    case "command_sent": commandReply(msg); break;
     case "error": {
+      if (commandReply(msg)) break;   // shown next to its send box
       state.errors.push({ ref: msg.ref, code: msg.code, message: msg.message, at: Date.now() });
       if (state.errors.length > 20) state.errors.shift();
       const sub = pendingSubs.get(msg.ref);

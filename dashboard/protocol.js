@@ -30,13 +30,13 @@ export function decodeBatch(buf) {
   };
 }
 
-/** The WebSocket URL for this page: same origin, path "ws" next to the page, token passed on. */
+/** The WebSocket URL for this page: same origin, path "ws" next to the page, token and control_token passed on. */
 export function wsUrl(loc = window.location) {
   const u = new URL("ws", loc.href);
   u.protocol = loc.protocol === "https:" ? "wss:" : "ws:";
   u.search = "";
   u.hash = "";
-  const token = new URLSearchParams(loc.search).get("token");
-  if (token !== null) u.searchParams.set("token", token);
+  const q = new URLSearchParams(loc.search);
+  for (const name of ["token", "control_token"]) if (q.get(name) !== null) u.searchParams.set(name, q.get(name));
   return u.toString();
 }

@@ -20,6 +20,12 @@ and `client.streams` is refreshed from every hello.
 
 A background task drains the socket all the time, which is what keeps
 trio-websocket answering the server's pings while the caller is busy.
+
+Commands (docs/protocol.md, "Commands"): `await client.send_command("serial/x",
+text="LED 1")` returns once the server wrote the bytes to the device, or raises
+`CommandRefused` with the server's code (forbidden, disconnected, ...). A server
+started with `--control-token` needs `control_token=` here. `console=True`
+subscribes to the devices' raw lines too (`console` messages in `events()`).
 """
 
 from __future__ import annotations
@@ -46,6 +52,18 @@ from .protocol import Batch, StreamInfo
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_KEPT = 100
+#: The header a client presents its control token in (or `?control_token=` in the URL).
+CONTROL_TOKEN_HEADER = "sensorstream-control-token"
+
+
+class CommandRefused(Exception):
+    """The server did not send a command: `code` is its error code (forbidden, not_commandable,
+    disconnected, too_large, rate_limited, bad_hex, ...)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +100,8 @@ class ClientState:
 class Client:
     def __init__(self, url: str, streams: Iterable[str], *, history_s: float = 0.0, reconnect: bool = True,
                  backoff_min: float = 0.5, backoff_max: float = 5.0, buffer: int = 4096,
-                 ssl_context: "ssl.SSLContext | None" = None, connect_timeout: float = 10.0, report_interval: float = 10.0):
+                 ssl_context: "ssl.SSLContext | None" = None, connect_timeout: float = 10.0, report_interval: float = 10.0,
+                 control_token: str | None = None, console: bool = False):
         self.url = normalize_url(url)  # raises BadURL
         self.patterns = list(streams)
         self.history_s = history_s
@@ -92,6 +111,10 @@ class Client:
         self.connect_timeout = connect_timeout
         self.last_error: ClientError | None = None  # the newest failure (retried or not)
         self._report = RetryReport(report_interval)
+        self.control_token = control_token
+        self.console = console
+        self._commands: dict[str, list] = {}  # ref -> [Event, reply] of commands awaiting their answer
+        self._next_ref = 0
         self.streams: dict[int, StreamInfo] = {}
         self.state = ClientState()
         self.connected = trio.Event()
@@ -117,6 +140,38 @@ class Client:
         if self._ws is None:
             raise ConnectionClosed(None)
         await self._ws.send_message(text)
+
+    async def send_command(self, stream: str, *, text: str | None = None, hex: str | None = None, eol: str = "lf") -> int:
+        """Send `text` (with line ending `eol`: none, lf, cr, crlf) or `hex` to a stream's
+        device; the number of bytes written, once the server wrote them. Raises
+        CommandRefused, or ConnectionClosed if the connection drops first."""
+        self._next_ref += 1
+        ref = f"cmd-{self._next_ref}"
+        text_msg = protocol.command(stream, text=text, hex=hex, eol=eol, ref=ref)
+        waiter = self._commands[ref] = [trio.Event(), None]
+        try:
+            await self.send(text_msg)
+            await waiter[0].wait()
+        finally:
+            del self._commands[ref]
+        reply = waiter[1]
+        if reply is None:
+            raise ConnectionClosed(None)
+        if reply["type"] == "error":
+            raise CommandRefused(str(reply.get("code")), str(reply.get("message")))
+        return int(reply["bytes"])
+
+    def _answer(self, m: dict) -> None:
+        """A command_sent or error for a command awaiting its answer."""
+        ref = m.get("ref")
+        if ref is None and m["type"] == "error":
+            # Refused before it was read (the connection's control-message rate
+            # limit): no ref to match, so it answers the oldest command waiting.
+            ref = next((r for r, w in self._commands.items() if w[1] is None), None)
+        waiter = self._commands.get(ref) if isinstance(ref, str) else None
+        if waiter is not None:
+            waiter[1] = m
+            waiter[0].set()
 
     # ------------------------------------------------------------------ connection loop
 
@@ -160,6 +215,8 @@ class Client:
                 finally:
                     self._ws = None
                     self.connected = trio.Event()
+                    for waiter in self._commands.values():  # no answer will come on this connection
+                        waiter[0].set()
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
         finally:
@@ -185,6 +242,7 @@ class Client:
                 ws = await trio_websocket.wrap_client_stream(
                     nursery, stream, name if port == (443 if tls else 80) else f"{name}:{port}",
                     u.path + (f"?{u.query}" if u.query else ""),
+                    extra_headers=[(CONTROL_TOKEN_HEADER.encode(), self.control_token.encode())] if self.control_token else None,
                 )
             except BaseException:
                 await trio.aclose_forcefully(stream)
@@ -197,8 +255,10 @@ class Client:
     async def _subscribe(self, ws) -> None:
         # A stream seen before resumes where it stopped; any other gets the history
         # asked for (the server applies one or the other per stream).
+        if not self.patterns:
+            return  # a client that only sends commands (`sensorstream send`)
         await ws.send_message(protocol.subscribe(self.patterns, ref="sub", history_s=self.history_s,
-                                                 resume=dict(self.state.resume) or None))
+                                                 resume=dict(self.state.resume) or None, console=self.console))
 
     async def _gap(self, stream: str, key: int, batches: int | None, reason: str) -> None:
         self.state.gaps += 1
@@ -223,6 +283,8 @@ class Client:
                 continue
             m = protocol.parse_server_message(msg)
             kind = m["type"]
+            if kind in ("command_sent", "error") and self._commands:
+                self._answer(m)
             if kind == "stream":
                 info = StreamInfo.from_json(m["stream"])
                 old = self.streams.get(info.key)
