@@ -250,7 +250,7 @@ def command_sent(ref: Any, nbytes: int) -> str:
 
 
 def console(key: int, lines: list[str], t: float, dropped: int = 0) -> str:
-    """Raw device lines that were not data. `dropped`: lines left out by the rate limit since the last one."""
+    """Raw device lines that were not data. `dropped`: lines the rate limit left out just before these."""
     msg: dict[str, Any] = {"type": "console", "key": key, "lines": lines, "t": t}
     if dropped:
         msg["dropped"] = dropped

@@ -150,10 +150,10 @@ def test_a_device_port_refuses_when_disconnected_and_fails_what_is_queued_on_unp
 def test_console_lines_are_cut_and_rate_limited_and_drops_are_reported():
     lim = ConsoleLimiter(rate=10, burst=3, max_line=5)
     assert lim.take([b"hello world", b"\xffok"], 0.0) == (["hello", "\ufffdok"], 0)
-    # One token left: one line out, two dropped (reported with it).
-    assert lim.take([b"a", b"b", b"c"], 0.0) == (["a"], 2)
+    # One token left: one line out; the two after it are reported with the next lines out.
+    assert lim.take([b"a", b"b", b"c"], 0.0) == (["a"], 0)
     assert lim.take([b"d"], 0.0) == ([], 0)  # no token: dropped, remembered
-    assert lim.take([b"e", b"f"], 0.2) == (["e", "f"], 1)  # 0.2 s at 10/s: 2 tokens
+    assert lim.take([b"e", b"f"], 0.2) == (["e", "f"], 3)  # 0.2 s at 10/s: 2 tokens
 
 
 # ----------------------------------------------------------------- profiles

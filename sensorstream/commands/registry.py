@@ -87,21 +87,25 @@ class CommandRegistry:
                 raise CommandError("bad_field", "an empty command")
 
             def written(code: str | None, n: int) -> None:
-                self._count(stream_id, code or "sent")
+                self.count(stream_id, code or "sent")
                 done(code, n)
 
             port.submit(data, written)
         except CommandError as e:
-            self._count(stream_id if port is not None else "", e.code)
+            self.count(stream_id, e.code)
             log.info("command from %s to %s refused: %s", peer, stream_id[:128], e.code,
                      extra={"event": "command_refused", "peer": peer, "stream": stream_id[:128], "code": e.code})
             raise
         log.info("command from %s to %s: %d bytes %r", peer, stream_id, len(data), data[:16],
                  extra={"event": "command", "peer": peer, "stream": stream_id, "bytes": len(data), "head": data[:16].hex()})
 
-    def _count(self, stream_id: str, result: str) -> None:
+    def count(self, stream_id: str, result: str) -> None:
+        # Labels only for streams that exist and results we know: clients choose
+        # what they send, and must not be able to add metric series.
         if result not in RESULTS:
             result = "other"
+        if stream_id not in self.ports:
+            stream_id = ""
         k = (stream_id, result)
         self.counts[k] = self.counts.get(k, 0) + 1
 
@@ -130,3 +134,33 @@ class CommandRegistry:
                 if text is None:  # encoded once, for every listener
                     text = protocol.console(port.key, lines, time.time(), dropped)
                 sub.notify(text)
+
+
+class CommandCollector:
+    """/metrics: commands by stream and result, bytes written, queued bytes, polls."""
+
+    def __init__(self, registry: CommandRegistry):
+        self.registry = registry
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        reg = self.registry
+        commands = CounterMetricFamily("sensorstream_commands", "Commands from clients, by stream and result "
+                                       "(sent: written to the device)", labels=["stream", "result"])
+        for (stream, result), n in sorted(reg.counts.items()):
+            commands.add_metric([stream, result], n)
+        written = CounterMetricFamily("sensorstream_command_bytes", "Bytes written to devices (commands and polls)", labels=["stream"])
+        queued = GaugeMetricFamily("sensorstream_command_queue_bytes", "Bytes waiting to be written to a device, now", labels=["stream"])
+        polls = CounterMetricFamily("sensorstream_polls", "Profile [[poll]] writes, by result (skipped: device away or its queue full)",
+                                    labels=["stream", "result"])
+        for sid, port in sorted(reg.ports.items()):
+            written.add_metric([sid], port.bytes_written)
+            queued.add_metric([sid], port.queue.queued_bytes)
+            if port.polls:
+                polls.add_metric([sid, "sent"], port.polls_sent)
+                polls.add_metric([sid, "skipped"], port.polls_skipped)
+        yield from (commands, written, queued, polls)

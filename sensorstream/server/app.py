@@ -27,7 +27,7 @@ import trio
 from .. import protocol
 from ..alerts.monitor import AlertCollector, AlertMonitor
 from ..alerts.webhook import Webhook
-from ..commands.registry import CommandPolicy, CommandRegistry
+from ..commands.registry import CommandCollector, CommandPolicy, CommandRegistry
 from ..config import ServerConfig
 from ..hub import Hub, HubLimits, open_hub
 from ..recording.writer import recorder_for
@@ -39,8 +39,8 @@ from ..sources.setup import from_config as sources_from_config
 from . import export
 from .http import HttpContext, StaticFiles, Upgrade, dashboard_dir, handle_http
 from .metrics import ServerStats, make_registry, render
-from .security import AddressCounts, ConfigError, check_bind, ssl_context
-from .ws import ClientSession, Framer, Keeper, ServerConnection, SessionContext
+from .security import AddressCounts, ConfigError, check_bind, check_commands_bind, ssl_context
+from .ws import ClientSession, Framer, Keeper, ServerConnection, SessionContext, rights_for
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class Server:
         self.cfg = cfg
         # Refuse unsafe settings before anything starts (the CLI turns this into exit code 2).
         check_bind(cfg.host, cfg.token, cfg.insecure)
+        check_commands_bind(cfg.host, cfg.allow_commands, cfg.control_token, cfg.insecure)
         self.ssl_context = ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None
         self.hub = hub or self._open_hub(cfg)
         self.stats = ServerStats()
@@ -79,7 +80,13 @@ class Server:
         self.hub.add_observer(SourceStreams())
         self.sessions: set[ClientSession] = set()
         self.keeper = Keeper(cfg.ping_interval, cfg.ping_timeout, cfg.heartbeat_s)
-        self.ws_context = SessionContext(cfg, self.hub, self.stats, self.keeper, Framer(), self.queue_bytes, self.alerts)
+        self.commands = CommandRegistry(CommandPolicy(
+            enabled=cfg.allow_commands or bool(cfg.control_token), control_token=cfg.control_token or None,
+            max_bytes=cfg.max_command_bytes, rate=cfg.command_rate, burst=cfg.command_burst,
+            max_queue_bytes=cfg.command_queue_bytes))
+        self.registry.register(CommandCollector(self.commands))
+        self.ws_context = SessionContext(cfg, self.hub, self.stats, self.keeper, Framer(), self.queue_bytes, self.alerts,
+                                         commands=self.commands)
         self.http_context = HttpContext(cfg, self.stats, self.static, self.ssl_context is not None, self.health,
                                         self.metrics_text, self._websocket, functools.partial(export.respond, self.hub))
         self.sources: list[Source] = []
@@ -97,10 +104,6 @@ class Server:
         self._shutting_down = False
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self.commands = CommandRegistry(CommandPolicy(
-            enabled=cfg.allow_commands or bool(cfg.control_token), control_token=cfg.control_token or None,
-            max_bytes=cfg.max_command_bytes, rate=cfg.command_rate, burst=cfg.command_burst,
-            max_queue_bytes=cfg.command_queue_bytes))
         for source in sources_from_config(self.hub, cfg, self.commands):
             self.add_source(source)
         # Another consumer of the hub (docs/recording.md).
@@ -280,8 +283,10 @@ class Server:
         cfg = self.cfg
         peer = up.peer
         conn = ServerConnection(up.stream, trailing=up.trailing, max_message_bytes=cfg.max_message_bytes)
+        rights = rights_for(self.commands, up.control_token)
         del up
         session = ClientSession(self.ws_context, conn, peer)
+        session.control = rights
         self.sessions.add(session)
         self.stats.connections_total += 1
         self.stats.connections_open += 1

@@ -24,7 +24,7 @@ import trio
 
 from ..config import ServerConfig
 from .metrics import ServerStats
-from .security import headers_of, origin_ok, token_ok
+from .security import control_token_from, headers_of, origin_ok, token_ok
 from .ws.handshake import HandshakeError, accept_headers
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class Upgrade:
     peer: str
     target: str  # the request target, e.g. "/ws?token=..."
     trailing: bytes  # read past the request: the client's first frames, if any
+    control_token: str | None = None  # what the client presented to send commands (header or query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +273,7 @@ async def handle_http(ctx: HttpContext, stream: trio.abc.Stream, peer: str, *, r
             # Whatever came after the request (a client may send frames at once)
             # is the WebSocket's. The HTTP parser's state is not needed for the
             # (long) WebSocket life of this connection: it goes here.
-            up = Upgrade(stream, peer, target, bytes(conn.trailing_data[0]))
+            up = Upgrade(stream, peer, target, bytes(conn.trailing_data[0]), control_token_from(target, headers))
             del conn, raw, event, headers, response
             await ctx.upgrade(up)
             return

@@ -84,15 +84,44 @@ def token_from(target: str, headers: dict[bytes, bytes]) -> str | None:
     return None
 
 
+#: Where a client presents the control token (commands, docs/security.md): this
+#: header, or `?control_token=T` (browsers cannot set headers on a WebSocket).
+CONTROL_TOKEN_HEADER = b"sensorstream-control-token"
+
+
+def control_token_from(target: str, headers: dict[bytes, bytes]) -> str | None:
+    value = headers.get(CONTROL_TOKEN_HEADER)
+    if value is not None and value.strip():
+        return value.decode("latin-1").strip()
+    query = target.partition("?")[2].partition("#")[0]
+    if query:
+        values = urllib.parse.parse_qs(query, keep_blank_values=True, max_num_fields=64).get("control_token")
+        if values:
+            return values[-1]
+    return None
+
+
+def secret_matches(given: str | None, expected: str) -> bool:
+    # Constant time in the length of the expected token: a client learns nothing
+    # from how long a wrong guess took.
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+
+def check_commands_bind(host: str, allow_commands: bool, control_token: str | None, insecure: bool) -> None:
+    """Refuse to let everyone who can reach the server send bytes to its devices. The
+    read token is not enough: dashboards that may watch should not all be able to act."""
+    if not allow_commands or is_loopback(host) or control_token or insecure:
+        return
+    raise ConfigError(
+        f"refusing --allow-commands on {host!r} without a control token: every client could send commands to "
+        "your devices. Set --control-token (or SENSORSTREAM_CONTROL_TOKEN), bind 127.0.0.1, or pass --insecure."
+    )
+
+
 def token_ok(expected: str | None, target: str, headers: dict[bytes, bytes]) -> bool:
     if not expected:
         return True
-    given = token_from(target, headers)
-    if given is None:
-        return False
-    # Constant time in the length of the expected token: a client learns nothing
-    # from how long a wrong guess took.
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+    return secret_matches(token_from(target, headers), expected)
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}

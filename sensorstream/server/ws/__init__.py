@@ -7,6 +7,7 @@
 - keeper.py: liveness and heartbeats of every session, one task and one heap
 - outbox.py: one client's queue policy, without I/O
 - session.py: one client: subscriptions, control-message dispatch, its sender
+- control.py: commands to devices (the `command` handler, who may send)
 """
 
 from .connection import ConnectionClosed, ServerConnection
@@ -15,9 +16,10 @@ from .handshake import HandshakeError, accept_headers
 from .keeper import Keeper, Pong
 from .outbox import History, Outbox
 from .session import HANDLERS, ClientSession, CloseSession, SessionContext, handles
+from .control import CommandRights, rights_for  # noqa: E402 -- registers the `command` handler
 
 __all__ = [
-    "ClientSession", "CloseSession", "ConnectionClosed", "Framed", "Framer", "HANDLERS", "HandshakeError", "History",
+    "ClientSession", "CloseSession", "CommandRights", "rights_for", "ConnectionClosed", "Framed", "Framer", "HANDLERS", "HandshakeError", "History",
     "Keeper", "Outbox", "Pong", "ServerConnection", "SessionContext", "accept_headers", "handles", "ws_binary_frame",
     "ws_frame", "ws_ping_frame", "ws_text_frame",
 ]

@@ -66,6 +66,8 @@ from .outbox import CONTROL, DATA, NOTICES, History, Outbox
 if TYPE_CHECKING:
     from ...alerts.monitor import AlertMonitor
     from ...sources.replay import Replay
+    from ...commands.registry import CommandRegistry
+    from .control import CommandRights
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class SessionContext:
     queue_bytes: int  # per client: the outbox's byte cap
     alerts: "AlertMonitor | None" = None  # what is firing now, for a late subscriber (docs/alerts.md)
     replay: "Replay | None" = None  # takes `playback` messages (`sensorstream replay`, docs/recording.md)
+    commands: "CommandRegistry | None" = None  # devices' write sides and consoles (control.py)
 
 
 class CloseSession(Exception):
@@ -137,6 +140,8 @@ def _subscribe(s: "ClientSession", req: protocol.Subscribe) -> None:
     keys, history = got.keys, got.history
     s.subscriptions.update(req.streams)
     s.reply(protocol.subscribed(req.ref, keys, {sid: r.to_json() for sid, r in got.resumed.items()}))
+    if req.console and s.ctx.commands is not None:
+        s.ctx.commands.listen_console(s, req.streams)
     if s.ctx.alerts is not None:
         for text in s.ctx.alerts.firing_messages(keys):
             s.reply(text)  # a late subscriber learns what is firing now
@@ -154,6 +159,8 @@ def _unsubscribe(s: "ClientSession", req: protocol.Unsubscribe) -> None:
         s.rate_limit(req.ref, globs)
     keys = _hub_call(req.ref, s.hub.unsubscribe, s, req.streams)
     s.subscriptions.difference_update(req.streams)
+    if s.ctx.commands is not None:
+        s.ctx.commands.unlisten_console(s, req.streams)
     if s.outbox is not None:
         s.outbox.purge(keys)
     s.reply(protocol.unsubscribed(req.ref, keys))
@@ -182,7 +189,7 @@ class ClientSession:
     __slots__ = ("ctx", "cfg", "hub", "stats", "conn", "peer", "id", "outbox", "subscriptions", "overflowed", "abort",
                  "ended", "close_reason", "close_code", "frames_sent", "_direct", "_nursery", "_scope",
                  "_sender_scope", "_sender_running", "_wake", "_bucket", "_refused_in_a_row",
-                 "ping_due", "pong", "pong_deadline", "_ping_owed", "_beat_owed", "__weakref__")
+                 "ping_due", "pong", "pong_deadline", "_ping_owed", "_beat_owed", "control", "__weakref__")
 
     def __init__(self, ctx: SessionContext, conn: ServerConnection, peer: str):
         self.ctx = ctx
@@ -220,6 +227,7 @@ class ClientSession:
         # Owed to the peer by the sender task (the keeper could not write them directly).
         self._ping_owed = False
         self._beat_owed = False
+        self.control: CommandRights | None = None  # may it send commands (set at the upgrade, control.py)
 
     def outbox_(self) -> Outbox:
         """The outbox, made on first use."""
@@ -364,6 +372,8 @@ class ClientSession:
             if self._sender_scope is not None:
                 self._sender_scope.cancel()
             self.hub.detach(self)
+            if self.ctx.commands is not None:
+                self.ctx.commands.detach(self)
 
     async def _ready(self, msg: str) -> None:
         """A bus hub fetches the history of the streams a subscribe names first (one
