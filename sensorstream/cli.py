@@ -20,6 +20,7 @@ from .config import ServerConfig
 from .excgroups import leaves, single
 from .server.security import ConfigError
 from .recording import cli as recording_cli
+from .commands import cli as commands_cli
 from .sources import serial_cli
 
 
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--simulate-wide", type=argtypes.wide, default=None, metavar="CHANNELS:RATE",
                    help="add stream sim/wide with CHANNELS channels at RATE Hz (load tests, e.g. 16:1000)")
     serial_cli.add_serve_arguments(s.add_argument_group("serial devices"))
+    commands_cli.add_serve_arguments(s.add_argument_group("commands to devices (docs/security.md)"))
     g = s.add_argument_group("batching and history")
     g.add_argument("--window-ms", type=argtypes.number(0, 60_000, min_open=True), default=d.window_s * 1000, metavar="MS",
                    help="batch window in milliseconds: a batch closes this long after its first sample")
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cafile", default=None, type=argtypes.readable_file, help="trust this CA (or self-signed) certificate (PEM file) for wss:// URLs")
     serial_cli.add_subcommands(sub)
     recording_cli.add_subcommands(sub)
+    commands_cli.add_subcommands(sub)
     return p
 
 
@@ -186,6 +189,7 @@ def config_from_args(a: argparse.Namespace) -> ServerConfig:
     )
     serial_cli.apply_args(cfg, a)
     recording_cli.apply_serve_args(cfg, a)
+    commands_cli.apply_args(cfg, a)
     return cfg
 
 
@@ -400,7 +404,8 @@ def config_file_defaults(serve_parser: argparse.ArgumentParser, path: str) -> di
 
 
 def parse_serve_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse, then layer: defaults < config file < $SENSORSTREAM_TOKEN, $SENSORSTREAM_BUS < flags."""
+    """Parse, then layer: defaults < config file < $SENSORSTREAM_TOKEN, $SENSORSTREAM_BUS,
+    $SENSORSTREAM_CONTROL_TOKEN < flags."""
     a = p.parse_args(argv)
     if a.command != "serve":
         return a
@@ -410,6 +415,8 @@ def parse_serve_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argp
         defaults["token"] = os.environ[TOKEN_ENV]
     if os.environ.get(BUS_ENV):
         defaults["bus"] = os.environ[BUS_ENV]
+    if os.environ.get(commands_cli.CONTROL_TOKEN_ENV):
+        defaults["control_token"] = os.environ[commands_cli.CONTROL_TOKEN_ENV]
     if defaults:
         sp.set_defaults(**defaults)
         a = p.parse_args(argv)
@@ -448,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         if rc is not None:
             return rc
         rc = serial_cli.run_subcommand(a)
+        if rc is None:
+            rc = commands_cli.run_subcommand(a)
         return 2 if rc is None else rc
     except ConfigError as e:
         print(f"sensorstream {a.command if a else 'serve'}: error: {e}", file=sys.stderr)

@@ -161,17 +161,19 @@ class Client:
             raise CommandRefused(str(reply.get("code")), str(reply.get("message")))
         return int(reply["bytes"])
 
-    def _answer(self, m: dict) -> None:
-        """A command_sent or error for a command awaiting its answer."""
+    def _answer(self, m: dict) -> bool:
+        """A command_sent or error for a command awaiting its answer: True if it was one."""
         ref = m.get("ref")
         if ref is None and m["type"] == "error":
             # Refused before it was read (the connection's control-message rate
             # limit): no ref to match, so it answers the oldest command waiting.
             ref = next((r for r, w in self._commands.items() if w[1] is None), None)
         waiter = self._commands.get(ref) if isinstance(ref, str) else None
-        if waiter is not None:
-            waiter[1] = m
-            waiter[0].set()
+        if waiter is None:
+            return False
+        waiter[1] = m
+        waiter[0].set()
+        return True
 
     # ------------------------------------------------------------------ connection loop
 
@@ -283,8 +285,7 @@ class Client:
                 continue
             m = protocol.parse_server_message(msg)
             kind = m["type"]
-            if kind in ("command_sent", "error") and self._commands:
-                self._answer(m)
+            answered = kind in ("command_sent", "error") and bool(self._commands) and self._answer(m)
             if kind == "stream":
                 info = StreamInfo.from_json(m["stream"])
                 old = self.streams.get(info.key)
@@ -319,7 +320,7 @@ class Client:
                 info = self.streams.get(m["key"])
                 await self._gap(info.id if info else f"key{m['key']}", m["key"], m["batches"], "dropped")
                 continue
-            elif kind == "error":
+            elif kind == "error" and not answered:  # a command's refusal is its caller's to report
                 self.state.errors.append(m)
                 if m.get("ref") == "sub" and m.get("code") == "unknown_stream":
                     have = ", ".join(sorted(i.id for i in self.streams.values())[:20]) or "none"

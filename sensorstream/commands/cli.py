@@ -8,7 +8,7 @@ import sys
 
 import trio
 
-from .. import argtypes
+from .. import argtypes, excgroups
 
 CONTROL_TOKEN_ENV = "SENSORSTREAM_CONTROL_TOKEN"
 
@@ -29,16 +29,33 @@ def add_serve_arguments(group: argparse._ArgumentGroup) -> None:
 
 def apply_args(cfg, args: argparse.Namespace) -> None:
     cfg.allow_commands = args.allow_commands
-    cfg.control_token = args.control_token or os.environ.get(CONTROL_TOKEN_ENV) or None
+    cfg.control_token = args.control_token or None  # $SENSORSTREAM_CONTROL_TOKEN: cli.parse_serve_args
     cfg.command_rate = args.command_rate
     cfg.command_burst = max(1, int(2 * args.command_rate))
     cfg.max_command_bytes = args.max_command_bytes
     cfg.command_queue_bytes = args.command_queue_bytes
 
 
+class _Intermixed(argparse.ArgumentParser):
+    """Positionals before and after options (`send URL --stream ID "TEXT" --eol cr`),
+    which plain parse_args cannot split (it gives every positional the first run)."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("send", help="send a command to a device through a running server",
                        usage='sensorstream send [URL] --stream ID "TEXT" | --hex "01 03 ..."  (see --help)')
+    s.__class__ = _Intermixed
     s.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/ws",
                    help="the server's WebSocket URL (add ?token=... if it needs a read token)")
     s.add_argument("text", nargs="?", default=None, help="the text to send (a line ending is added, see --eol)")
@@ -52,65 +69,52 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_subcommand(args: argparse.Namespace) -> int | None:
+    """`send`: 0 once the server wrote the bytes, 1 if refused or unreachable (one line),
+    2 for a usage mistake or a bad URL, 130 on Ctrl-C."""
     if args.command != "send":
         return None
+    from ..client import BadURL, ClientError, CommandRefused, normalize_url
+
     # `send URL TEXT`, or `send TEXT` with the default URL.
-    if args.text is None and args.hex is None and args.url and "://" not in args.url:
+    if args.text is None and args.hex is None and args.url and "://" not in args.url and ":" not in args.url:
         args.text, args.url = args.url, "ws://127.0.0.1:8765/ws"
     if (args.text is None) == (args.hex is None):
         print('sensorstream send: error: give the text to send, or --hex "01 03 ..." (one of them)', file=sys.stderr)
         return 2
+    try:
+        args.url = normalize_url(args.url)
+    except BadURL as e:
+        print(f"sensorstream send: error: {e}", file=sys.stderr)
+        return 2
     token = args.control_token or os.environ.get(CONTROL_TOKEN_ENV) or None
     try:
-        n = trio.run(_send, args, token)
-    except BaseException as exc:  # noqa: BLE001 -- mapped to one line below, or re-raised
-        why = _failure(_leaf(exc), args)
-        if why is None:
-            raise
-        print(f"sensorstream send: {why}", file=sys.stderr)
+        with excgroups.unwrapped():
+            n = trio.run(_send, args, token)
+    except KeyboardInterrupt:
+        return 130
+    except CommandRefused as e:
+        print(f"sensorstream send: refused: {e.code}: {e.message}", file=sys.stderr)
+        return 1
+    except ClientError as e:
+        print(f"sensorstream send: error: {e}", file=sys.stderr)
+        return 1
+    except trio.TooSlowError:
+        print(f"sensorstream send: error: no answer from {args.url} within {args.timeout:g} s", file=sys.stderr)
         return 1
     print(f"sent {n} bytes to {args.stream}")
     return 0
 
 
-def _leaf(e: BaseException) -> BaseException:
-    """The one exception inside nested single-member groups (trio's nurseries are strict)."""
-    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
-        e = e.exceptions[0]
-    return e
-
-
-def _failure(e: BaseException, args: argparse.Namespace) -> str | None:
-    """One line for what went wrong, or None for what is not a user-facing failure."""
-    from trio_websocket import ConnectionClosed, HandshakeError
-
-    from ..client import CommandRefused
-
-    if isinstance(e, CommandRefused):
-        return f"refused: {e.code}: {e.message}"
-    if isinstance(e, trio.TooSlowError):
-        return f"no answer from {args.url} within {args.timeout:g} s"
-    if isinstance(e, HandshakeError):
-        return f"{args.url} refused the connection ({e}); does it need ?token=...?"
-    if isinstance(e, (ConnectionError, ConnectionClosed, OSError)):
-        return f"cannot reach {args.url}: {e or type(e).__name__}"
-    return None
-
-
 async def _send(args: argparse.Namespace, token: str | None) -> int:
-    from ..client import Client
+    from ..client import open_client
 
     ctx = None
     if args.cafile:
         import ssl
 
         ctx = ssl.create_default_context(cafile=args.cafile)
-    client = Client(args.url, [], reconnect=False, control_token=token, ssl_context=ctx)
     with trio.fail_after(args.timeout):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client.run)
+        async with open_client(args.url, [], reconnect=False, control_token=token, ssl_context=ctx,
+                               connect_timeout=args.timeout) as client:
             await client.connected.wait()
-            try:
-                return await client.send_command(args.stream, text=args.text, hex=args.hex, eol=args.eol)
-            finally:
-                nursery.cancel_scope.cancel()
+            return await client.send_command(args.stream, text=args.text, hex=args.hex, eol=args.eol)
