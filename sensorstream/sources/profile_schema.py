@@ -197,6 +197,34 @@ def _alert_keys() -> dict[str, Key]:
 register(Section("alerts", _alert_keys(), array=True, doc="alert limits"))
 
 
+def _commands_check(table: str) -> Callable[[dict[str, Any]], None]:
+    """Rules across an entry's keys (a slider's min < max, a template that renders,
+    one of data/hex): commands.profile's, one entry at a time."""
+
+    def check(entry: dict[str, Any]) -> None:
+        from ..commands import profile
+
+        (profile.parse_actions if table == "actions" else profile.parse_polls)({table: [entry]})
+
+    return check
+
+
+# Commands (docs/devices.md, "Commands"): dashboard buttons/sliders, and periodic polls.
+register(Section("actions", {
+    "name": string(required=True, max_len=64),
+    "template": string(required=True, describe='text with {value} for a slider, e.g. "RATE {value}\\n"'),
+    "min": number(),
+    "max": number(),
+    "step": number(min=0, min_open=True),
+}, array=True, check=_commands_check("actions"), doc="buttons and sliders that send commands"))
+register(Section("poll", {
+    "every_ms": number(min=10, max=86_400_000, required=True),
+    "data": string(describe='text, e.g. "READ?\\r\\n"'),
+    "hex": string(describe='bytes in hex, e.g. "01 03 00 00 00 0a"'),
+    "checksum": string(choices=("crc8", "crc16-modbus", "xor", "sum8")),
+}, array=True, check=_commands_check("poll"), doc="bytes written to the device on a schedule"))
+
+
 # ----------------------------------------------------------------- checking
 
 
