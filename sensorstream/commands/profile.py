@@ -71,13 +71,16 @@ def _check_keys(entry: Any, allowed: dict[str, Any], table: str) -> dict[str, An
     return entry
 
 
+def _entries(doc: dict[str, Any], table: str, limit: int, keys: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = doc.get(table, [])
+    if len(entries) > limit:
+        raise ValueError(f"at most {limit} [[{table}]] entries")
+    return [_check_keys(e, keys, table) for e in entries]
+
+
 def parse_actions(doc: dict[str, Any]) -> tuple[Action, ...]:
-    entries = doc.get("actions", [])
-    if len(entries) > MAX_ACTIONS:
-        raise ValueError(f"at most {MAX_ACTIONS} [[actions]]")
     out = []
-    for e in entries:
-        e = _check_keys(e, ACTION_KEYS, "actions")
+    for e in _entries(doc, "actions", MAX_ACTIONS, ACTION_KEYS):
         if "name" not in e or "template" not in e:
             raise ValueError("[[actions]] entries need a name and a template")
         lo, hi = e.get("min"), e.get("max")
@@ -96,12 +99,8 @@ def parse_actions(doc: dict[str, Any]) -> tuple[Action, ...]:
 
 
 def parse_polls(doc: dict[str, Any]) -> tuple[Poll, ...]:
-    entries = doc.get("poll", [])
-    if len(entries) > MAX_POLLS:
-        raise ValueError(f"at most {MAX_POLLS} [[poll]] entries")
     out = []
-    for e in entries:
-        e = _check_keys(e, POLL_KEYS, "poll")
+    for e in _entries(doc, "poll", MAX_POLLS, POLL_KEYS):
         every = e.get("every_ms")
         if every is None or not math.isfinite(every) or every < MIN_POLL_MS:
             raise ValueError(f"[[poll]] every_ms must be a number >= {MIN_POLL_MS}")

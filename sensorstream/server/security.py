@@ -76,9 +76,14 @@ def token_from(target: str, headers: dict[bytes, bytes]) -> str | None:
         scheme, _, value = auth.decode("latin-1").strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
+    return query_value(target, "token")
+
+
+def query_value(target: str, name: str) -> str | None:
+    """The last `name=` in a request target's query, if any."""
     query = target.partition("?")[2].partition("#")[0]
     if query:
-        values = urllib.parse.parse_qs(query, keep_blank_values=True, max_num_fields=64).get("token")
+        values = urllib.parse.parse_qs(query, keep_blank_values=True, max_num_fields=64).get(name)
         if values:
             return values[-1]
     return None
@@ -93,12 +98,7 @@ def control_token_from(target: str, headers: dict[bytes, bytes]) -> str | None:
     value = headers.get(CONTROL_TOKEN_HEADER)
     if value is not None and value.strip():
         return value.decode("latin-1").strip()
-    query = target.partition("?")[2].partition("#")[0]
-    if query:
-        values = urllib.parse.parse_qs(query, keep_blank_values=True, max_num_fields=64).get("control_token")
-        if values:
-            return values[-1]
-    return None
+    return query_value(target, "control_token")
 
 
 def secret_matches(given: str | None, expected: str) -> bool:
