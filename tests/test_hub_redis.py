@@ -284,3 +284,17 @@ async def test_a_publishers_streams_stay_live_with_the_staleness_watcher_and_go_
     await eventually(lambda: pub.stream_by_id("dev/a").status == "stale", timeout=10)
     pub.publish(h, i, *batch(i, c=1))
     await eventually(lambda: pub.stream_by_id("dev/a").status == "live", timeout=10)
+
+
+async def test_a_gateway_exports_the_history_it_mirrors_and_starts_mirroring_on_request(redis, nursery):
+    pub = await start_hub(nursery, redis.url)
+    gw = await start_hub(nursery, redis.url)
+    h = pub.add_stream("dev/a", [Channel("x")]).key
+    for i in range(5):
+        pub.publish(h, i, *batch(i, c=1))
+    await eventually(lambda: pub.bus.written == 5 and gw.stream_by_id("dev/a") is not None)
+    key = gw.stream_by_id("dev/a").key
+    with pytest.raises(NotImplementedError):
+        gw.history_frames(key)  # nobody here watched it: not mirrored yet, but now it is being
+    await gw.ready(["dev/a"])
+    assert [f.seq for f in gw.history_frames(key)] == [0, 1, 2, 3, 4]

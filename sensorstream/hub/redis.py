@@ -355,6 +355,17 @@ class RedisHub(LocalHub):
             self._want(key)
         return got
 
+    def history_frames(self, key: int) -> list[Frame]:
+        """History of a stream this gateway mirrors (its clients watch it: the usual
+        case for an export). Any other stream starts being mirrored, and until then
+        there is none here to give (GET /export answers 501; a retry finds it)."""
+        m = self._mirrors.get(key)
+        if m is None or not m.active or m.filling:
+            if key in self._streams:
+                self._want(key)
+            raise NotImplementedError("not mirrored yet")
+        return super().history_frames(key)
+
     def _lost_across_epochs(self, sid: str, epoch: str, seq: int) -> Resumed | None:
         """A client of the epoch this one continues (same publisher, history lost in
         Redis) is told exactly how much it lost: everything up to now."""
