@@ -91,8 +91,8 @@ def test_time_ranges_cut_exactly_and_skip_other_chunks(tmp_path, start, end):
 
 
 def test_reading_one_stream_reads_only_its_chunks(tmp_path):
-    # Two streams recorded in separate bursts: their chunks do not mix.
-    batches = [b for b in make_batches() if b[0] is IMU] + [b for b in make_batches() if b[0] is ENV]
+    # Recorded interleaved, as they arrive: each stream still gets chunks of its own.
+    batches = make_batches()
     write_file(tmp_path / "r.mcap", batches, chunk_bytes=1000)
     with recording.open(tmp_path / "r.mcap") as rec:
         env_chunks = [c for c in rec.chunks if rec.stream("dev/env").channel_ids[0] in c.channel_ids]
@@ -101,6 +101,7 @@ def test_reading_one_stream_reads_only_its_chunks(tmp_path):
         rec.chunk_messages = lambda chunk, ids=None: read.append(chunk) or original(chunk, ids)
         rec.stream("dev/env").read()
         assert read == env_chunks and len(env_chunks) < len(rec.chunks) / 3
+        assert all(len(c.channel_ids) == 1 for c in rec.chunks)
 
 
 def test_mcap_library_reads_the_recording(tmp_path):
@@ -114,8 +115,9 @@ def test_mcap_library_reads_the_recording(tmp_path):
         imu = next(c for c in summary.channels.values() if c.topic == "dev/imu")
         assert json.loads(imu.metadata["units"]) == ["m/s²"] * 3 and imu.metadata["rate_hz"] == "100.0"
         assert all(ci.compression == "zstd" for ci in summary.chunk_indexes)
-        got = [(ch.topic, decode_batch(m.data).seq) for _, ch, m in reader.iter_messages(log_time_order=False)]
-    assert got == [(info.id, seq) for info, seq, _, _ in batches]
+        got = [(m.log_time, ch.topic, decode_batch(m.data).seq) for _, ch, m in reader.iter_messages()]
+    assert [g[0] for g in got] == sorted(g[0] for g in got)
+    assert sorted(g[1:] for g in got) == sorted((info.id, seq) for info, seq, _, _ in batches)
 
 
 def _stream_reader_messages(data: bytes) -> list[Message]:
@@ -142,7 +144,7 @@ def test_truncation_at_any_offset_keeps_every_complete_chunk(tmp_path):
     # Every offset near a chunk boundary, and a stride through the rest.
     offsets = sorted({o for end, _ in chunks for o in range(end - 12, end + 12)} | set(range(0, len(data), 37)))
     cut = tmp_path / "cut.mcap"
-    order = [(info.id, seq) for info, seq, _, _ in batches]
+    seqs = {sid: [seq for info, seq, _, _ in batches if info.id == sid] for sid in ("dev/imu", "dev/env")}
     for off in offsets:
         if off > len(data):
             continue
@@ -150,7 +152,13 @@ def test_truncation_at_any_offset_keeps_every_complete_chunk(tmp_path):
         complete = sum(n for end, n in chunks if end <= off)
         with recording.open(cut) as rec:
             got = [(s.id, b.seq) for s, b in rec.messages()]
-        assert got == order[:complete], off
+            # Each stream: a prefix of what was written, nothing else.
+            for sid, written in seqs.items():
+                mine = [q for i, q in got if i == sid]
+                assert mine == written[: len(mine)], off
+                if any(s.id == sid for s in rec.streams):
+                    assert [b.seq for b in rec.stream(sid).batches()] == mine
+        assert len(got) == complete, off
         if off < len(data) - 100:  # (near the end the summary is what is cut)
             assert len(_stream_reader_messages(data[:off])) == complete, off
 

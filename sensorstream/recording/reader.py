@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import builtins
 import fnmatch
+import heapq
+import itertools
 import io
 import os
 import struct
@@ -171,19 +173,34 @@ class Recording:
         return max(c.end_ns for c in self.chunks) / 1e9 if self.chunks else None
 
     def messages(self, start: float | None = None) -> Iterator[tuple[RecordedStream, Batch]]:
-        """Every batch of every stream in recorded order (the order they reached
-        the recorder), from the first chunk that ends at or after `start`."""
+        """Every batch of every stream in time order (by each batch's last timestamp;
+        batches of equal time in the order they were recorded), from `start` on.
+
+        Each chunk holds one stream, so this merges the chunks that overlap in
+        time; only those are decompressed at once."""
         by_cid = {cid: s for s in self.streams for cid in s.channel_ids}
-        first = 0
-        if start is not None:
-            t_ns = start * 1e9
-            first = next((i for i, c in enumerate(self.chunks) if c.end_ns >= t_ns), len(self.chunks))
-        for chunk in self.chunks[first:]:
-            for cid, _seq, log_ns, _pub, data in self.chunk_messages(chunk):
-                s = by_cid.get(cid)
-                if s is None or (start is not None and log_ns < start * 1e9 - 1e3):
-                    continue
-                yield s, protocol.decode_batch(data)
+        start_ns = -1 if start is None else start * 1e9 - 1e3  # (1 µs of slack: log times are whole ns)
+        chunks = sorted((c for c in self.chunks if c.end_ns >= start_ns), key=lambda c: (c.start_ns, c.offset))
+        heap: list = []
+        order = itertools.count()
+
+        def advance(it) -> None:
+            for cid, _seq, log_ns, _pub, data in it:
+                if log_ns >= start_ns and cid in by_cid:
+                    heapq.heappush(heap, (log_ns, next(order), cid, data, it))
+                    return
+
+        i = 0
+        while i < len(chunks) or heap:
+            # Open every chunk that may hold something earlier than what is waiting.
+            while i < len(chunks) and (not heap or chunks[i].start_ns <= heap[0][0]):
+                advance(iter(self.chunk_messages(chunks[i])))
+                i += 1
+            if not heap:
+                continue
+            _, _, cid, data, it = heapq.heappop(heap)
+            yield by_cid[cid], protocol.decode_batch(data)
+            advance(it)
 
     # ------------------------------------------------------------------ finding chunks and channels
 

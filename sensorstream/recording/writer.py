@@ -44,10 +44,29 @@ DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024  # uncompressed payload bytes per chunk, a
 DEFAULT_CHUNK_AGE_S = 1.0  # data in the open chunk (what a crash can lose) is younger than this
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024  # batches waiting for the disk; beyond: counted drops
 DEFAULT_WRITE_INTERVAL = 0.2
+OPEN_BYTES_FACTOR = 4  # open chunks of all streams together hold at most this many chunk_bytes
+
+
+class _Open:
+    """One stream's open chunk: its batches, not yet handed to mcap."""
+
+    __slots__ = ("info", "layout", "messages", "bytes", "opened_at")
+
+    def __init__(self, info: StreamInfo, layout: StreamInfo, now: float):
+        self.info = info
+        self.layout = layout
+        self.messages: list[tuple[int, int, bytes | memoryview, int]] = []  # (log ns, publish ns, payload, seq)
+        self.bytes = 0
+        self.opened_at = now
 
 
 class RecordingWriter:
     """One MCAP file. Not thread-safe; not async: the recorder runs it in a worker thread.
+
+    Each stream has its own open chunk, so every chunk in the file holds one
+    stream: reading one stream (the chunk indexes name each chunk's channels)
+    never decompresses another's data. A chunk closes once it holds
+    `chunk_bytes` or when the caller says it is old (`flush_older_than`).
 
     `f` is any binary file object; `close()` writes the summary (channels,
     statistics, chunk indexes) and closes it."""
@@ -62,9 +81,8 @@ class RecordingWriter:
         self._mcap.add_metadata(INFO_METADATA, {"sensorstream": __version__, **(info or {})})
         f.flush()
         self._channels: dict[int, tuple[StreamInfo, int]] = {}  # stream key -> (layout, MCAP channel id)
-        self.open_bytes = 0  # payload bytes in the open chunk
-        self.open_messages = 0
-        self.opened_at = 0.0  # caller's clock when the open chunk got its first message
+        self._open: dict[int, _Open] = {}  # stream key -> its open chunk
+        self._open_bytes = 0
         self.messages = 0
         self.closed = False
 
@@ -78,22 +96,49 @@ class RecordingWriter:
         self._channels[info.key] = (layout, cid)
         return cid
 
+    @property
+    def open_messages(self) -> int:
+        return sum(len(o.messages) for o in self._open.values())
+
     def write(self, info: StreamInfo, seq: int, t_last: float, payload: bytes | memoryview, received: float, now: float = 0.0) -> None:
-        cid = self._channel(info)
-        if self.open_messages == 0:
-            self.opened_at = now
-        self._mcap.add_message(cid, log_time=to_ns(t_last), data=payload, publish_time=to_ns(received), sequence=seq & 0xFFFFFFFF)
-        self.open_bytes += len(payload)
-        self.open_messages += 1
+        o = self._open.get(info.key)
+        if o is not None and o.info is not info and o.layout != replace(info, status="live"):
+            self._flush_stream(info.key)  # a new layout starts a new chunk
+            o = None
+        if o is None:
+            o = self._open[info.key] = _Open(info, replace(info, status="live"), now)
+        o.messages.append((to_ns(t_last), to_ns(received), payload, seq & 0xFFFFFFFF))
+        o.bytes += len(payload)
+        self._open_bytes += len(payload)
         self.messages += 1
-        if self.open_bytes >= self.chunk_bytes:
-            self.flush()
+        if o.bytes >= self.chunk_bytes:
+            self._flush_stream(info.key)
+        elif self._open_bytes > OPEN_BYTES_FACTOR * self.chunk_bytes:
+            # Many streams at once: memory for open chunks stays bounded too.
+            self._flush_stream(min(self._open, key=lambda k: self._open[k].opened_at))
+
+    def _flush_stream(self, key: int) -> None:
+        o = self._open.pop(key, None)
+        if o is None or not o.messages:
+            return
+        self._open_bytes -= o.bytes
+        # The channel record goes into this stream's own chunk, ahead of its
+        # messages, so a reader of a truncated file finds it where it needs it.
+        cid = self._channel(o.info)
+        add = self._mcap.add_message
+        for log_ns, pub_ns, payload, seq in o.messages:
+            add(cid, log_time=log_ns, data=payload, publish_time=pub_ns, sequence=seq)
+        self._mcap.flush()  # finalizes the chunk, writes it and its message indexes, flushes f
+
+    def flush_older_than(self, opened_before: float) -> None:
+        """Close the chunks opened before this time (the caller's clock)."""
+        for key in [k for k, o in self._open.items() if o.opened_at <= opened_before]:
+            self._flush_stream(key)
 
     def flush(self) -> None:
-        """Close the open chunk (if any) and hand everything to the OS."""
-        if self.open_messages:
-            self._mcap.flush()  # finalizes the chunk, writes it and its message indexes, flushes f
-            self.open_bytes = self.open_messages = 0
+        """Close every open chunk and hand everything to the OS."""
+        for key in list(self._open):
+            self._flush_stream(key)
 
     def note_drops(self, drops: dict[str, int]) -> None:
         """Write the running drop counts (a metadata record between chunks; the newest one counts)."""
@@ -110,6 +155,7 @@ class RecordingWriter:
             return
         self.closed = True
         try:
+            self.flush()
             self._mcap.finish()
             self._f.flush()
         finally:
@@ -301,8 +347,7 @@ class Recorder:
                 # Close the chunk before its data is chunk_age_s old (the next
                 # look comes one write_interval later, and its data arrived up to
                 # one interval before that look).
-                if w.open_messages and now - w.opened_at + 2 * self.cfg.write_interval >= self.cfg.chunk_age_s:
-                    w.flush()
+                w.flush_older_than(now + 2 * self.cfg.write_interval - self.cfg.chunk_age_s)
                 if drops is not None:
                     w.note_drops(drops)
                     self._drops_written = drops
