@@ -344,3 +344,17 @@ async def test_a_frozen_disk_drops_batches_in_the_recording_and_never_blocks_pub
 
 def _pending(rec):
     return len(rec._pending)
+
+
+async def test_batches_published_just_before_shutdown_are_in_the_file(tmp_path):
+    hub = LocalHub()
+    key = hub.add_stream("dev/imu", IMU.channels).key
+    rec = Recorder(RecorderConfig(directory=tmp_path), hub=hub)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rec.run)
+        for seq in range(3):  # before the recorder's first write tick
+            hub.publish(key, seq, T0 + np.array([seq * 0.1]), np.full((3, 1), seq, np.float32))
+        nursery.cancel_scope.cancel()
+    assert rec.closed.is_set() and rec.stats.dropped == 0
+    with recording.open(rec.stats.files[0]) as r:
+        assert r.complete and [b.seq for b in r.stream("dev/imu").batches()] == [0, 1, 2]

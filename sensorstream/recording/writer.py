@@ -323,7 +323,7 @@ class Recorder:
     def _write(self, items: list[_Item], now: float, drops: dict[str, int] | None, closing: bool) -> None:
         """In a worker thread. Never raises: failures are counted and reported once."""
         with self._lock:
-            if self._writer is None and now >= self._retry_at and not closing:
+            if self._writer is None and now >= self._retry_at and (items or not closing):
                 self._open(now)
             w = self._writer
             if w is None:
