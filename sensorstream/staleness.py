@@ -50,12 +50,12 @@ INTERVAL_WEIGHT = 0.25
 
 
 class _Watch:
-    __slots__ = ("deadline", "rate_hz", "last_batch", "interval")
+    __slots__ = ("deadline", "rate_hz", "since", "interval")
 
     def __init__(self, rate_hz: float | None):
         self.deadline = 0.0
         self.rate_hz = rate_hz
-        self.last_batch: float | None = None
+        self.since = 0.0  # the last batch, or the moment it (re)turned live
         self.interval: float | None = None  # observed, for streams without a nominal rate
 
 
@@ -83,6 +83,7 @@ class StaleTracker:
             self._stale.discard(key)
             if key not in self._live:
                 self._live.add(key)
+                w.since = now  # a silence or an outage before this is not an interval
                 w.deadline = now + self._limit(w)
         else:
             self._live.discard(key)
@@ -90,7 +91,6 @@ class StaleTracker:
                 self._stale.add(key)
             else:  # disconnected, failed...: someone else's story
                 self._stale.discard(key)
-                w.last_batch = None  # an outage is not an interval
 
     def on_removed(self, key: int) -> None:
         self._watch.pop(key, None)
@@ -100,14 +100,15 @@ class StaleTracker:
     def on_batch(self, key: int, now: float) -> bool:
         """A batch arrived. True if the stream was stale (the caller makes it live)."""
         w = self._watch.get(key)
-        if w is None:
-            return False
-        if w.rate_hz is None and w.last_batch is not None:
-            gap = now - w.last_batch
+        if w is None or key not in self._live:
+            return w is not None and key in self._stale
+        if w.rate_hz is None:
+            # Its pace so far: from going live to the first batch, then between batches.
+            gap = now - w.since
             w.interval = gap if w.interval is None else w.interval + INTERVAL_WEIGHT * (gap - w.interval)
-        w.last_batch = now
+        w.since = now
         w.deadline = now + self._limit(w)
-        return key in self._stale
+        return False
 
     def due(self, now: float) -> list[int]:
         """Streams that just went stale (each reported once, until it is live again)."""

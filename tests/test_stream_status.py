@@ -265,14 +265,13 @@ def test_a_stream_without_a_nominal_rate_is_judged_by_its_own_pace():
     2 s of its ordinary silence; silent for 5 of its intervals, it is."""
     t = StaleTracker(window_s=0.05)
     t.on_stream(info(1, rate=None), now=0.0)
-    t.on_batch(1, 0.0)  # (before its second batch its pace is unknown: the 2 s floor holds)
-    now = 0.0
-    for i in range(10):
+    now = 1.5  # its first line, 1.5 s after the port opened: a first guess of its pace
+    t.on_batch(1, now)
+    for _ in range(10):
         now += 5.0
-        if i:
-            assert t.due(now - 0.01) == []
+        assert t.due(now - 0.01) == []
         t.on_batch(1, now)
-    assert t.due(now + 24.0) == []
+    assert t.due(now + 23.0) == []  # (its average interval is ~4.8 s by now)
     assert t.due(now + 25.0) == [1]
     # A fast stream without a rate keeps the 2 s floor.
     t.on_stream(info(2, rate=None), now=0.0)
