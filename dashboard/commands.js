@@ -63,6 +63,8 @@ export class CommandPanel {
       this.actionsEl,
       h("div", { class: "cmd-row" }, this.input, this.eolSel, hexLabel, sendBtn, this.status),
       this.consoleEl);
+    // Keys typed here are for the box: the page's shortcuts (space, p: pause) stay out.
+    this.el.addEventListener("keydown", (ev) => ev.stopPropagation());
     this.hexChanged();
   }
 

@@ -133,6 +133,16 @@ def test_history_with_up_and_down(page, device):
     assert [h["text"] for h in hist] == ["LED 1", "01 03 00 0a", "RATE 10", "RATE 20"]
 
 
+def test_space_on_the_send_button_sends_and_does_not_pause_the_page(page, device):
+    b = box(page, device[1])
+    b.get_by_test_id("cmd-text").fill("PING")
+    b.get_by_test_id("cmd-send").focus()
+    b.get_by_test_id("cmd-send").press(" ")
+    assert read_device(device, 6) == b"PING\r\n"
+    assert page.js("() => sensorstream.state.paused") is False
+    page.js("() => sensorstream.snapshot()")  # the page still answers
+
+
 def test_device_replies_show_in_the_console_pane(page, device):
     sid = device[1]
     os.write(device[0], b"1,2\nOK RATE 20\n3,4\nERR busy\n")
@@ -157,7 +167,7 @@ def test_line_ending_is_remembered_and_history_kept_across_a_reload(page, device
               [device[1]])
     snap = page.js("(id) => sensorstream.snapshot(id).commands", device[1])
     assert snap["eol"] == "crlf"
-    assert [h["text"] for h in snap["history"]][-1] == "RATE 20"
+    assert [h["text"] for h in snap["history"]][-1] == "PING"
 
 
 def test_a_page_without_the_control_token_is_refused(browser, server, device):

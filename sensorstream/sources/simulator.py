@@ -162,8 +162,10 @@ class SignalModel:
         return np.ascontiguousarray(v.T, dtype=np.float32)
 
 
-#: Fastest rate a `rate` command may set (the simulator generates every sample).
-MAX_SIM_RATE = 100_000.0
+#: Rates a `rate` command may set: the simulator generates every sample (so not
+#: faster), and the stream keeps its nominal rate, by which a slower one would
+#: be judged stale between samples.
+MIN_SIM_RATE, MAX_SIM_RATE = 1.0, 100_000.0
 
 
 class SimCommands:
@@ -188,8 +190,8 @@ class SimCommands:
                 rate = float(words[1])
             except ValueError:
                 rate = -1.0
-            if not 0 < rate <= MAX_SIM_RATE:
-                return f"ERR rate must be a number of Hz above 0 and at most {MAX_SIM_RATE:g}"
+            if not MIN_SIM_RATE <= rate <= MAX_SIM_RATE:
+                return f"ERR rate must be {MIN_SIM_RATE:g} to {MAX_SIM_RATE:g} Hz"
             self.pacer.set_rate(rate)
             self.model.set_rate(rate, self.pacer.emitted)
             return f"OK rate {rate:g}"
