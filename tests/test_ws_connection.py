@@ -279,3 +279,40 @@ async def test_trio_socket_close_makes_fileno_minus_one():
     conn = ServerConnection(server_end)
     await server_end.aclose()
     assert server_end.socket.fileno() == -1 and conn.send_now(b"\x82\x00") == 0
+
+
+async def test_frames_written_together_arrive_whole_when_the_write_is_cut_short():
+    """send_now_many (one writev for a tick's frames): a write the kernel cuts short
+    keeps the rest, and flush() completes it; every frame arrives whole, in order."""
+    server_end, client_end = await tcp_pair()
+    server_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    client_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn = ServerConnection(server_end)
+    c = client()
+    got: list = []
+    payloads: list[bytes] = []
+    with trio.fail_after(5):
+        while conn.partial is None:
+            batch = [bytes([(len(payloads) + i) % 251]) * (1000 + 700 * i) for i in range(3)]
+            if conn.send_now_many([ws_binary_frame(p) for p in batch]) == 0:
+                c.receive_data(await client_end.receive_some(1000))
+                got.extend(c.events())
+                continue
+            payloads += batch
+    assert conn.partial_frames == 3 and conn.send_now(ws_binary_frame(b"x")) == 0
+
+    async def read():
+        while sum(isinstance(e, BytesMessage) and e.message_finished for e in got) < len(payloads):
+            c.receive_data(await client_end.receive_some(65536))
+            got.extend(c.events())
+
+    async with trio.open_nursery() as n:
+        n.start_soon(read)
+        await conn.flush()
+    msgs, part = [], b""
+    for e in got:
+        part += e.data
+        if e.message_finished:
+            msgs.append(part)
+            part = b""
+    assert msgs == payloads and conn.ok

@@ -2,9 +2,11 @@
 
 A source pushes blocks of samples (timestamps float64, values float32 shaped
 (channels, samples)); the batcher hands back numbered batches. A batch closes
-when it reaches `max_samples` or when `window_s` has passed since its first
-sample arrived (the caller supplies `now`, so the timing logic is pure and
-testable without a clock).
+when it reaches `max_samples` or at the first boundary of the window's clock
+grid (a multiple of `window_s`) after its first sample arrived, so every
+stream with the same window closes its batches at the same moments and the
+server writes them to a client together (server/ws/tick.py). The caller
+supplies `now`, so the timing logic is pure and testable without a clock.
 
 Pending samples live in preallocated arrays that are reused, so a steady
 stream allocates only the arrays of the batches it emits.
@@ -14,7 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
+
+
+def grid_after(t: float, step: float) -> float:
+    """The first multiple of `step` after `t`. Computed as k * step, so every caller
+    with the same step gets the very same float for the same boundary."""
+    return (math.floor(t / step) + 1) * step
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +87,11 @@ class Batcher:
         return out
 
     def due_at(self) -> float | None:
-        """When the pending batch's window closes (None if nothing is pending)."""
-        return None if self._opened_at is None or self._n == 0 else self._opened_at + self.window_s
+        """When the pending batch's window closes (None if nothing is pending): the
+        first multiple of `window_s` after its first sample arrived."""
+        if self._opened_at is None or self._n == 0:
+            return None
+        return grid_after(self._opened_at, self.window_s)
 
     def poll(self, now: float) -> SampleBatch | None:
         """Close the pending batch if its window has elapsed."""

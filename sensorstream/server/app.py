@@ -6,6 +6,7 @@ Task tree (every task has an owner, and shutdown walks it top-down):
     ├── sources            (simulators, serial ports)   -> hub.publish
     ├── listener           (trio.serve_tcp)             -> spawns into `connections`
     ├── keeper             (pings and heartbeats for every session: one task, one heap)
+    ├── tick               (one write per client per tick: ws/tick.py)
     └── connections        (one task per TCP connection)
         └── handle_http -> handle_websocket -> ClientSession.run (the session's reader)
             └── sender task    (in the connection's own nursery, only while the
@@ -158,6 +159,7 @@ class Server:
             self.port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(self._log_drops)
             nursery.start_soon(self.keeper.run)
+            nursery.start_soon(self.ws_context.tick.run)
             nursery.start_soon(self.alerts.run)
             nursery.start_soon(self.staleness.run)
             log.info("listening on %s://%s:%d/", "https" if self.ssl_context else "http", self.cfg.host, self.port,

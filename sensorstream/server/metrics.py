@@ -25,6 +25,7 @@ class ServerStats:
     http_rejected_total: int = 0
     frames_sent_total: int = 0  # data frames delivered to clients (per client)
     bytes_sent_total: int = 0
+    writes_total: int = 0  # writes (system calls) that carried data frames: one per client per tick when healthy
     dropped_batches_total: int = 0
     ping_timeouts_total: int = 0
     send_timeouts_total: int = 0
@@ -66,6 +67,7 @@ _HELP = {
     "http_rejected_total": "HTTP requests refused (4xx/5xx)",
     "frames_sent_total": "Data frames written to clients",
     "bytes_sent_total": "Data frame bytes written to clients",
+    "writes_total": "Writes to clients that carried data frames (one per client per tick: frames_sent / writes = frames per write)",
     "dropped_batches_total": "Batches a client did not get: dropped from its full queue, or history that moved on before it was replayed",
     "ping_timeouts_total": "Clients closed because no Pong arrived in time (dead consumers)",
     "send_timeouts_total": "Clients closed because a write stayed blocked too long (slow consumers)",

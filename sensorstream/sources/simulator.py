@@ -18,6 +18,7 @@ them. Their replies (`OK rate 500`, `ERR ...`) are console lines.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import tomllib
 import zlib
@@ -213,7 +214,9 @@ class Pacer:
         self.start = trio.current_time()
         self.wall0 = time.time()  # the device's clock starts here
         self.emitted = 0
-        self._next = self.start
+        # Ticks on the window's clock grid (multiples of tick_s), shared by every
+        # stream with this window: their batches close together (server/ws/tick.py).
+        self._k = math.floor(self.start / tick_s)
         # Sample i happened at wall + (i - base) / rate; base and wall move when the rate changes.
         self._base, self._wall = 0, self.wall0
 
@@ -231,8 +234,8 @@ class Pacer:
         return first, self._wall + (first - self._base + np.arange(n)) / self.rate
 
     async def wait(self) -> None:
-        self._next += self.tick_s
-        await trio.sleep_until(self._next)
+        self._k = max(self._k + 1, math.floor(trio.current_time() / self.tick_s))
+        await trio.sleep_until(self._k * self.tick_s)
 
 
 async def run_simulator(

@@ -8,6 +8,7 @@
 - outbox.py: one client's queue policy, without I/O
 - session.py: one client: subscriptions, control-message dispatch, its sender
 - control.py: commands to devices (the `command` handler, who may send)
+- tick.py: one write per client per tick
 """
 
 from .connection import ConnectionClosed, ServerConnection
@@ -17,9 +18,10 @@ from .keeper import Keeper, Pong
 from .outbox import History, Outbox
 from .session import HANDLERS, ClientSession, CloseSession, SessionContext, handles
 from .control import CommandRights, rights_for  # noqa: E402 -- registers the `command` handler
+from .tick import Tick
 
 __all__ = [
     "ClientSession", "CloseSession", "CommandRights", "rights_for", "ConnectionClosed", "Framed", "Framer", "HANDLERS", "HandshakeError", "History",
-    "Keeper", "Outbox", "Pong", "ServerConnection", "SessionContext", "accept_headers", "handles", "ws_binary_frame",
+    "Keeper", "Outbox", "Pong", "ServerConnection", "SessionContext", "Tick", "accept_headers", "handles", "ws_binary_frame",
     "ws_frame", "ws_ping_frame", "ws_text_frame",
 ]

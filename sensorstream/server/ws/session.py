@@ -47,7 +47,7 @@ import os
 import secrets
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import trio
@@ -59,9 +59,10 @@ from .. import playback
 from ..metrics import ServerStats
 from ..security import TokenBucket, check_patterns
 from .connection import ConnectionClosed, ServerConnection
-from .frames import Framer, ws_binary_frame, ws_text_frame
+from .frames import Framed, Framer, ws_binary_frame, ws_text_frame
 from .keeper import Keeper, Pong
 from .outbox import CONTROL, DATA, NOTICES, History, Outbox
+from .tick import Tick
 
 if TYPE_CHECKING:
     from ...alerts.monitor import AlertMonitor
@@ -88,6 +89,7 @@ class SessionContext:
     alerts: "AlertMonitor | None" = None  # what is firing now, for a late subscriber (docs/alerts.md)
     replay: "Replay | None" = None  # takes `playback` messages (`sensorstream replay`, docs/recording.md)
     commands: "CommandRegistry | None" = None  # devices' write sides and consoles (control.py)
+    tick: Tick = field(default_factory=Tick)  # one write per client per tick (tick.py)
 
 
 class CloseSession(Exception):
@@ -189,7 +191,7 @@ class ClientSession:
     __slots__ = ("ctx", "cfg", "hub", "stats", "conn", "peer", "id", "outbox", "subscriptions", "overflowed", "abort",
                  "ended", "close_reason", "close_code", "frames_sent", "_direct", "_nursery", "_scope",
                  "_sender_scope", "_sender_running", "_wake", "_bucket", "_refused_in_a_row",
-                 "ping_due", "pong", "pong_deadline", "_ping_owed", "_beat_owed", "control", "__weakref__")
+                 "ping_due", "pong", "pong_deadline", "_ping_owed", "_beat_owed", "control", "tick", "__weakref__")
 
     def __init__(self, ctx: SessionContext, conn: ServerConnection, peer: str):
         self.ctx = ctx
@@ -228,6 +230,8 @@ class ClientSession:
         self._ping_owed = False
         self._beat_owed = False
         self.control: CommandRights | None = None  # may it send commands (set at the upgrade, control.py)
+        # Frames of the current tick not written yet: None, one Framed, or a list (tick.py).
+        self.tick: Framed | list[Framed] | None = None
 
     def outbox_(self) -> Outbox:
         """The outbox, made on first use."""
@@ -257,24 +261,78 @@ class ClientSession:
 
     def deliver(self, frame: Frame) -> None:
         # The hot path: once per client per batch. The frame's bytes and time are
-        # shared by every client (Framer), so a healthy client costs its send()
-        # and a few attribute reads.
+        # shared by every client (Framer); a healthy client keeps it for the
+        # tick's one write (tick.py), costing a few attribute reads here.
         framed = self.ctx.framer.of(frame)
         direct = self._direct
         if direct is not None and direct.idle and not self.outbox:
+            t = self.tick
+            if t is None:
+                tick = self.ctx.tick
+                if tick.running:
+                    self.tick = framed
+                    tick.add(self)
+                    return
+            elif type(t) is Framed:
+                self.tick = [t, framed]
+                return
+            else:
+                t.append(framed)
+                return
             data = framed.wire
             n = direct.send_now(data, 1, framed.at)
             if n == len(data):
                 self.frames_sent += 1
-                self.stats.frames_sent_total += 1
-                self.stats.bytes_sent_total += n
+                stats = self.stats
+                stats.frames_sent_total += 1
+                stats.bytes_sent_total += n
+                stats.writes_total += 1
                 return
             if n:
                 # Cut short: the sender writes the rest (and counts the frame) before anything else.
                 self.stats.bytes_sent_total += n
                 self._kick()
                 return
+        self.flush_tick()
         dropped = self.outbox_().push_frame(framed)
+        if dropped:
+            self.stats.dropped_batches_total += dropped
+        self._kick()
+
+    def flush_tick(self) -> None:
+        """Write this tick's frames, all in one system call (called by the tick task,
+        and before anything else is written or queued, so order is kept)."""
+        t = self.tick
+        if t is None:
+            return
+        self.tick = None
+        if self.ended:
+            return
+        direct = self._direct
+        if type(t) is Framed:
+            frames, size = 1, len(t.wire)
+            n = direct.send_now(t.wire, 1, t.at)
+        else:
+            parts = [f.wire for f in t]
+            frames, size = len(parts), sum(map(len, parts))
+            n = direct.send_now_many(parts, t[0].at)
+        if n == size:
+            self.frames_sent += frames
+            stats = self.stats
+            stats.frames_sent_total += frames
+            stats.bytes_sent_total += n
+            stats.writes_total += 1
+            return
+        if n:
+            # Cut short: the sender writes the rest (and counts the frames) before anything else.
+            self.stats.bytes_sent_total += n
+            self._kick()
+            return
+        # Not writable now: the outbox takes them, in order, with its limits.
+        dropped = 0
+        outbox = self.outbox_()
+        for f in ((t,) if type(t) is Framed else t):
+            dropped += outbox.push_frame(f)
         if dropped:
             self.stats.dropped_batches_total += dropped
         self._kick()
@@ -289,6 +347,8 @@ class ClientSession:
         direct = self._direct
         if direct is None:
             return False
+        if self.tick is not None:
+            self.flush_tick()
         n = direct.write(data)
         if 0 < n < len(data):
             self._kick()
@@ -300,6 +360,8 @@ class ClientSession:
         # Framed only when it can go out now (the sender frames queued text itself).
         if d is not None and d.idle and not self.outbox and self._write_now(ws_text_frame(text)):
             return
+        if self.tick is not None:
+            self.flush_tick()
         if not self.outbox_().push_control(text) and not self.overflowed:
             # A client this far behind is cut off.
             self.overflowed = True
@@ -432,6 +494,8 @@ class ClientSession:
 
     def _kick(self) -> None:
         """Make sure the sender task runs: start it, or wake it if it is parked."""
+        if self.tick is not None:
+            self.flush_tick()  # this tick's frames go first
         if self._sender_running:
             if self._wake is not None:
                 self._wake.set()
@@ -509,6 +573,8 @@ class ClientSession:
         self.frames_sent += frames
         self.stats.frames_sent_total += frames
         self.stats.bytes_sent_total += nbytes
+        if frames:
+            self.stats.writes_total += 1
 
     async def _send_bytes(self, data: bytes, frames: int) -> None:
         direct = self._direct
