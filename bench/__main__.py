@@ -12,8 +12,8 @@ reference parsers). On a shared, noisy machine the absolute numbers drift from
 run to run; the ratios are what to compare. Results go to bench/results/latest.json
 (and are described in docs/performance.md).
 
-Benches: fanout, latency (with spread and isolation), memory, reclaim (server,
-this suite), ingest (bench/ingest.py) and dashboard (bench/dashboard.py), the
+Benches: fanout, latency (with spread and isolation), memory, reclaim, storm
+(server, this suite), ingest (bench/ingest.py) and dashboard (bench/dashboard.py), the
 last two run if they import, their failures reported in the table.
 """
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from .common import CLIENT_CPU, REPO, pin, raise_nofile, row
 
-SERVER_BENCHES = ("fanout", "latency", "memory", "reclaim")
+SERVER_BENCHES = ("fanout", "latency", "memory", "reclaim", "storm")
 EXTERNAL = ("ingest", "serial_ports", "dashboard")
 ALL = SERVER_BENCHES + EXTERNAL
 OUT = REPO / "bench" / "results" / "latest.json"

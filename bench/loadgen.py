@@ -75,7 +75,7 @@ def masked(payload: bytes, opcode: int) -> bytes:
 
 
 class Conn:
-    __slots__ = ("sock", "fd", "state", "buf", "port", "stall", "ready", "live")
+    __slots__ = ("sock", "fd", "state", "buf", "port", "stall", "ready", "live", "hello")
 
     def __init__(self, sock: socket.socket, stall: bool):
         self.sock = sock
@@ -86,6 +86,7 @@ class Conn:
         self.stall = stall
         self.ready = False
         self.live = False  # got a live (not replayed) batch since connecting (--resume)
+        self.hello = False
 
 
 class _Poll:
@@ -138,6 +139,10 @@ class LoadGen:
         self.failed = 0
         self.closed_by_server: list[tuple[int, float]] = []
         self.silenced_at: float | None = None
+        # The storm bench's figures: when connecting began, when the last client got its hello.
+        self.t_start = time.time()
+        self.hellos = 0
+        self.t_last_hello: float | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -270,6 +275,10 @@ class LoadGen:
                         s[2] += 1
             elif op == 1:
                 self.text_frames += 1
+                if not c.hello:
+                    c.hello = True
+                    self.hellos += 1
+                    self.t_last_hello = time.time()
                 if not c.ready and b'"subscribed"' in bytes(buf[off:end]):
                     self._became_ready(c)
                     if c.state == STALLED:
@@ -315,7 +324,8 @@ class LoadGen:
                 announced = True
                 if self.busy_poll:
                     self._to_poll(stdin)
-                emit({"ready": self.ready, "failed": self.failed, "stalled": sum(1 for c in conns.values() if c.stall)})
+                emit({"ready": self.ready, "failed": self.failed, "stalled": sum(1 for c in conns.values() if c.stall),
+                      "t_start": self.t_start, "hellos": self.hellos, "t_last_hello": self.t_last_hello, "t_ready": time.time()})
             # Busy-polling only while data flows (like the kernel's own busy poll): a load
             # generator whose server is between measurement windows sleeps, and so
             # leaves the core to the one being measured.

@@ -177,9 +177,14 @@ def mark_replayed(frame: bytes | memoryview) -> bytes:
 # --------------------------------------------------------------------------- server -> client text
 
 
+# allow_nan=False: NaN is not JSON, and a browser's JSON.parse rejects it. One
+# encoder for the process: json.dumps with any non-default argument builds a new
+# one per call, which cost more than the encoding of a hello or a reply.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(obj: dict[str, Any]) -> str:
-    # allow_nan=False: NaN is not JSON, and a browser's JSON.parse rejects it.
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(obj)
 
 
 def hello(server: str, session: str, heartbeat_s: float, streams: list[StreamInfo], bus: bool | None = None) -> str:

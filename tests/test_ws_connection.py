@@ -316,3 +316,29 @@ async def test_frames_written_together_arrive_whole_when_the_write_is_cut_short(
             msgs.append(part)
             part = b""
     assert msgs == payloads and conn.ok
+
+
+PREFACE = b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+
+
+@pytest.mark.parametrize("pair", ["socket", "memory"])
+async def test_preface_goes_out_with_the_first_frames(pair):
+    server_end, client_end = socket_pair() if pair == "socket" else trio.testing.memory_stream_pair()
+    conn = ServerConnection(server_end, preface=PREFACE)
+    assert not conn.ok  # no direct write may go out before it
+    await conn.start(ws_binary_frame(b"hello"))
+    assert conn.ok == (pair == "socket")
+    expected = PREFACE + ws_binary_frame(b"hello")
+    got = b""
+    while len(got) < len(expected):
+        got += await client_end.receive_some(65536)
+    assert got == expected
+
+
+async def test_receive_writes_a_pending_preface_first(nursery):
+    """An echo server reads before it writes; the client waits for the 101 first."""
+    server_end, client_end = socket_pair()
+    conn = ServerConnection(server_end, preface=PREFACE)
+    nursery.start_soon(conn.receive)
+    assert await client_end.receive_some(65536) == PREFACE
+    nursery.cancel_scope.cancel()

@@ -42,7 +42,7 @@ log = logging.getLogger("sensorstream.hub")
 
 class _Stream:
     # next_seq: the seq the next batch will carry (one past the last one fanned out).
-    __slots__ = ("info", "stats", "history", "history_bytes", "subs", "fanout", "next_seq")
+    __slots__ = ("info", "stats", "history", "history_bytes", "subs", "_fanout", "next_seq")
 
     def __init__(self, info: StreamInfo):
         self.info = info
@@ -50,10 +50,22 @@ class _Stream:
         self.history: collections.deque[Frame] = collections.deque()
         self.history_bytes = 0
         self.subs: set[Subscriber] = set()
-        # A tuple snapshot of subs, rebuilt only when subscriptions change, so the
-        # per-batch loop iterates a tuple and never a set that could change under it.
-        self.fanout: tuple[Subscriber, ...] = ()
+        self._fanout: tuple[Subscriber, ...] | None = ()
         self.next_seq = 0
+
+    @property
+    def fanout(self) -> tuple[Subscriber, ...]:
+        """A tuple snapshot of subs, so the per-batch loop iterates a tuple and never a
+        set that could change under it. Rebuilt when first needed after subs change
+        (`subs_changed`), not on every subscribe: in a storm of N clients subscribing
+        that would copy the set N times, O(N^2)."""
+        f = self._fanout
+        if f is None:
+            f = self._fanout = tuple(self.subs)
+        return f
+
+    def subs_changed(self) -> None:
+        self._fanout = None
 
 
 def resume_from(st: _Stream, epoch: str, seq: int) -> tuple[list[Frame], Resumed]:
@@ -132,7 +144,7 @@ class LocalHub(Hub):
         for sub, pats in self._patterns.items():
             if any(m(info.id) if m is not None else p == info.id for p, m in pats.items()):
                 st.subs.add(sub)
-        st.fanout = tuple(st.subs)
+        st.subs_changed()
         self._announce(protocol.stream_msg(info))
         for obs in self._table_observers():
             obs.on_stream(info)
@@ -200,11 +212,12 @@ class LocalHub(Hub):
         self.frames_published += 1
         self.bytes_published += size
         self._remember(st, frame)
-        fan = len(st.fanout)
+        fanout = st.fanout
+        fan = len(fanout)
         stats.frames_out += fan
         stats.samples_out += frame.n_samples * fan
         stats.bytes_out += size * fan
-        for sub in st.fanout:
+        for sub in fanout:
             sub.deliver(frame)
 
     def next_seq(self, key: int) -> int:
@@ -246,7 +259,7 @@ class LocalHub(Hub):
         for st in self._streams.values():
             if sub in st.subs:
                 st.subs.discard(sub)
-                st.fanout = tuple(st.subs)
+                st.subs_changed()
 
     def _match(self, patterns: Iterable[str]) -> tuple[list[_Stream], dict[str, Callable[[str], object] | None]]:
         """The streams the patterns cover, and the patterns with their matchers."""
@@ -279,7 +292,7 @@ class LocalHub(Hub):
                     out.resumed[st.info.id] = Resumed(True, 0)
                 continue
             st.subs.add(sub)
-            st.fanout = tuple(st.subs)
+            st.subs_changed()
             if point is not None:
                 frames, out.resumed[st.info.id] = resume_from(st, *point)
                 out.history.extend(frames)
@@ -298,7 +311,7 @@ class LocalHub(Hub):
         for st in streams:
             if sub in st.subs:
                 st.subs.discard(sub)
-                st.fanout = tuple(st.subs)
+                st.subs_changed()
                 keys.append(st.info.key)
         return keys
 

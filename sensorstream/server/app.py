@@ -284,7 +284,7 @@ class Server:
         """The WebSocket life of a connection whose upgrade the front door accepted."""
         cfg = self.cfg
         peer = up.peer
-        conn = ServerConnection(up.stream, trailing=up.trailing, max_message_bytes=cfg.max_message_bytes)
+        conn = ServerConnection(up.stream, trailing=up.trailing, preface=up.response, max_message_bytes=cfg.max_message_bytes)
         rights = rights_for(self.commands, up.control_token)
         del up
         session = ClientSession(self.ws_context, conn, peer)

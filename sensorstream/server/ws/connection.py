@@ -8,7 +8,8 @@ handshake. Outgoing data frames are framed by frames.py, once for every client.
 Usable on its own, by any server that has done the opening handshake (see
 handshake.py and http.py's upgrade callback), e.g. an echo server:
 
-    conn = ServerConnection(stream, trailing=upgrade.trailing, max_message_bytes=1 << 20)
+    conn = ServerConnection(stream, trailing=upgrade.trailing, preface=upgrade.response,
+                            max_message_bytes=1 << 20)
     async for message in conn:          # str (text) or bytes (binary), whole messages
         if isinstance(message, str):
             await conn.send_text(message)
@@ -16,6 +17,9 @@ handshake.py and http.py's upgrade callback), e.g. an echo server:
             await conn.send_bytes(message)
     # the loop ends once the connection is closed; conn.closed says how
 
+- `preface`: the handshake's 101 response, not yet written. It goes out with
+  the first write (`start(first_frames)` writes both with one system call; any
+  other write or `receive()` writes it first if nobody has).
 - `receive()` returns the next whole message and answers Pings and the peer's
   close on the way. It raises `ConnectionClosed` once the connection is closed:
   by the peer (its close frame is answered with the same code, RFC 6455 5.5.1),
@@ -92,10 +96,10 @@ class ServerConnection:
     """
 
     __slots__ = ("stream", "proto", "sock", "max_message_bytes", "idle", "ok", "free", "partial", "partial_frames",
-                 "last_write", "closed", "_close_sent", "_now", "_lot", "_ping_payload", "_pong", "_parts", "_size",
+                 "last_write", "closed", "_close_sent", "_preface", "_now", "_lot", "_ping_payload", "_pong", "_parts", "_size",
                  "_events", "__weakref__")
 
-    def __init__(self, stream: trio.abc.Stream, *, trailing: bytes = b"", max_message_bytes: int = 1 << 20):
+    def __init__(self, stream: trio.abc.Stream, *, trailing: bytes = b"", preface: bytes = b"", max_message_bytes: int = 1 << 20):
         self.stream = stream
         # Bytes the HTTP front door read past the upgrade request are the first frames.
         self.proto = Connection(ConnectionType.SERVER, trailing_data=trailing)
@@ -104,7 +108,9 @@ class ServerConnection:
         self.idle = True
         self.free = True
         self._close_sent = False
-        self.ok = self.sock is not None
+        self._preface = preface
+        # No direct write before the preface: `start` (or the first write) sends it.
+        self.ok = self.sock is not None and not preface
         self.partial: memoryview | None = None  # rest of a frame a direct write cut short
         self.partial_frames = 0  # how many frames that write completes
         self._now = trio.lowlevel.current_clock().current_time
@@ -145,7 +151,7 @@ class ServerConnection:
             self._lot.unpark()  # the next waiter owns it now: still not free
             return
         self.free = True
-        self.ok = self.sock is not None and not self._close_sent
+        self.ok = self.sock is not None and not self._close_sent and not self._preface
 
     @property
     def waiting(self) -> int:
@@ -214,11 +220,38 @@ class ServerConnection:
         self.last_write = self._now()
         return len(rest)
 
+    async def start(self, first: bytes = b"") -> None:
+        """Write the preface (the 101) and `first` (complete frames, e.g. a greeting)
+        together: one system call when the socket takes it all, as it nearly always
+        does on a new connection."""
+        data = self._preface + first
+        if not data:
+            return
+        if self.sock is not None and self.free and not self._close_sent:
+            fd = self.sock.fileno()
+            try:
+                n = os.write(fd, data) if fd >= 0 else 0
+            except OSError:
+                n = 0
+            self.last_write = self._now()
+            if n == len(data):
+                self._preface = b""
+                self.ok = True
+                return
+            data = data[n:]
+        # The rest goes first, whoever writes next; this waits for it.
+        self._preface = data
+        await self.send_all(b"")
+
     async def send_all(self, data: bytes) -> None:
         """Write bytes that hold complete frames, in turn with every other write."""
         async with self:
             if self._close_sent:
                 raise self.closed or ConnectionClosed(1006, "closing", by_peer=False)
+            if self._preface:
+                data, self._preface = self._preface + data, b""
+            if not data:
+                return
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -249,6 +282,7 @@ class ServerConnection:
             if self._close_sent:
                 return
             self._close_sent = True
+            data, self._preface = self._preface + data, b""
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -268,6 +302,8 @@ class ServerConnection:
     async def receive(self) -> str | bytes:
         """The next whole message: str (text) or bytes (binary). See the module docstring."""
         proto = self.proto
+        if self._preface:
+            await self.send_all(b"")  # the client waits for our 101 before it sends anything
         while True:
             if self.closed is not None:
                 raise self.closed

@@ -415,7 +415,8 @@ class ClientSession:
         try:
             with self._scope:
                 try:
-                    self.reply(hello)
+                    # The 101 and the hello: one write.
+                    await self.conn.start(ws_text_frame(hello))
                     self.hub.attach(self)
                     keeper = self.ctx.keeper
                     keeper.add(self)
