@@ -81,11 +81,13 @@ async def main(a: argparse.Namespace) -> None:
                 if due > now:
                     await asyncio.sleep(due - now)
                 ts, vals = batches.make()
-                payload = encode_batch(1, seq, ts, vals)
+                # One broadcast per stream and batch, one frame per call, as its users do.
+                for key in range(1, a.streams + 1):
+                    payload = encode_batch(key, seq, ts, vals)
+                    state["published"] += 1
+                    state["frames_sent"] += len(clients)
+                    broadcast(clients, payload)
                 seq += 1
-                state["published"] += 1
-                state["frames_sent"] += len(clients)
-                broadcast(clients, payload)
 
     def on_command(line: str) -> None:
         words = line.split()
@@ -160,6 +162,7 @@ if __name__ == "__main__":
     p.add_argument("--window", type=float, default=0.05)
     p.add_argument("--ping-interval", type=float, default=5.0)
     p.add_argument("--ping-timeout", type=float, default=10.0)
+    p.add_argument("--streams", type=int, default=1, help="payloads broadcast per tick (one broadcast() each)")
     args = p.parse_args()
     pin(args.cpu)
     raise_nofile()

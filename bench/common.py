@@ -27,6 +27,11 @@ SAMPLES = 50
 STREAM_ID = "bench/s"
 
 
+def stream_id(i: int) -> str:
+    """The i-th synthetic stream (0: STREAM_ID); a client of several subscribes to `bench/*`."""
+    return STREAM_ID if i == 0 else f"{STREAM_ID}{i + 1}"
+
+
 def machine_cpus() -> list[int]:
     """The CPUs this machine lets us run on. Not this process's affinity: a child
     inherits its parent's pinning (the harness pins itself to CLIENT_CPU), and
@@ -205,11 +210,11 @@ class Cluster:
 
     def __init__(self, impl: str, clients: int, *, procs: int = 1, stalled: int = 0,
                  ping_interval: float = 5.0, ping_timeout: float = 10.0, send_timeout: float = 10.0,
-                 window: float = 0.05, busy_poll: bool = True, timestamps: bool = True):
+                 window: float = 0.05, busy_poll: bool = True, timestamps: bool = True, streams: int = 1):
         self.impl = impl
         self.clients = clients
         flags = ["--cpu", str(SERVER_CPU), "--window", str(window), "--ping-interval", str(ping_interval),
-                 "--ping-timeout", str(ping_timeout)]
+                 "--ping-timeout", str(ping_timeout), "--streams", str(streams)]
         if impl == "sensorstream":
             flags += ["--send-timeout", str(send_timeout)]
         self.srv = Child(IMPLS[impl], flags, name=impl)
@@ -224,6 +229,7 @@ class Cluster:
                 if n:
                     self.lgs.append(Child("bench.loadgen", ["--port", str(self.port), "--clients", str(n), "--stalled", str(st[i]),
                                                             "--cpu", str(CLIENT_CPU)] + (["--busy-poll"] if busy_poll else [])
+                                          + (["--stream", STREAM_ID[:STREAM_ID.index("/") + 1] + "*"] if streams > 1 else [])
                                           + ([] if timestamps else ["--no-timestamps"]),
                                           name=f"loadgen{i}"))
             self.ready = self.failed = 0

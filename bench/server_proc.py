@@ -22,6 +22,7 @@ import dataclasses
 import fcntl
 import gc
 import logging
+import math
 import os
 import struct
 import termios
@@ -33,7 +34,7 @@ from sensorstream.config import ServerConfig
 from sensorstream.protocol import Channel
 from sensorstream.server.app import Server
 
-from .common import CHANNELS, STREAM_ID, SyntheticBatches, emit, pin, raise_nofile, self_stats
+from .common import CHANNELS, STREAM_ID, SyntheticBatches, stream_id, emit, pin, raise_nofile, self_stats
 
 
 class _CloseLog(logging.Handler):
@@ -127,13 +128,16 @@ async def main(a: argparse.Namespace) -> None:
     server = Server(cfg)
     hub = server.hub
     # --role gateway (with --bus): no stream of its own, it serves what the publisher puts on the bus.
-    key = None if a.role == "gateway" else hub.add_stream(STREAM_ID, [Channel(f"c{i}") for i in range(CHANNELS)], rate_hz=1000).key
+    keys = [] if a.role == "gateway" else [
+        hub.add_stream(stream_id(i), [Channel(f"c{c}") for c in range(CHANNELS)], rate_hz=1000).key for i in range(a.streams)]
     batches = SyntheticBatches(a.window)
     state = {"rate": 0.0, "published": 0, "publish_cpu": 0.0, "publish_frames": 0}
     changed = trio.Event()
     snaps: list = []
 
-    async def publisher():
+    async def publisher(key: int):
+        """One stream's source. Several streams' publishers wake on the same clock
+        grid (multiples of 1/rate), as the server's own sources do with one window."""
         nonlocal changed
         seq = 0
         while True:
@@ -141,15 +145,14 @@ async def main(a: argparse.Namespace) -> None:
             if rate <= 0:
                 await changed.wait()
                 continue
-            t0, k = trio.current_time(), 0
+            k = math.floor(trio.current_time() * rate)
             while state["rate"] == rate:
                 k += 1
-                due = t0 + k / rate
                 now = trio.current_time()
-                if now - due > 1.0:  # hopelessly behind: do not burst to catch up
-                    t0, k = now, 0
+                if now * rate - k > rate:  # hopelessly behind (over a second): do not burst to catch up
+                    k = math.floor(now * rate)
                     continue
-                await trio.sleep_until(due)
+                await trio.sleep_until(k / rate)
                 ts, vals = batches.make()
                 c0, f0 = time.thread_time(), server.stats.frames_sent_total
                 hub.publish(key, seq, ts, vals)
@@ -193,7 +196,7 @@ async def main(a: argparse.Namespace) -> None:
                           "published": state["published"], "connections": st.connections_open,
                           "publish_cpu": state["publish_cpu"], "publish_frames": state["publish_frames"],
                           "dropped": st.dropped_batches_total, "ping_timeouts": st.ping_timeouts_total,
-                          "send_timeouts": st.send_timeouts_total, "closes": len(closelog.closes)})
+                          "send_timeouts": st.send_timeouts_total, "closes": len(closelog.closes), "writes": st.writes_total})
                 elif cmd == "floor":
                     emit(send_floor(server, int(words[1]) if len(words) > 1 else 20))
                 elif cmd == "snap":  # with PYTHONTRACEMALLOC set: where memory goes (diagnostic)
@@ -212,8 +215,8 @@ async def main(a: argparse.Namespace) -> None:
 
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.run)
-        if key is not None:
-            nursery.start_soon(publisher)
+        for key in keys:
+            nursery.start_soon(publisher, key)
         emit({"port": port, "pid": os.getpid(), "impl": "sensorstream", "started": time.time()})
         await control()
         nursery.cancel_scope.cancel()
@@ -229,6 +232,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--heartbeat", type=float, default=2.0)
     p.add_argument("--bus", default=None, help="redis://...: publish (or, --role gateway, serve) through Redis (bench/bus.py)")
     p.add_argument("--role", default="local", choices=["local", "publisher", "gateway"])
+    p.add_argument("--streams", type=int, default=1, help="streams published on the same clock grid (bench/s, bench/s2, ...)")
     return p.parse_args(argv)
 
 

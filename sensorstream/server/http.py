@@ -25,7 +25,7 @@ import trio
 from ..config import ServerConfig
 from .metrics import ServerStats
 from .security import control_token_from, headers_of, origin_ok, token_ok
-from .ws.handshake import HandshakeError, accept_headers
+from .ws.handshake import HandshakeError, accept_response
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +154,13 @@ def _headers(req: h11.Request) -> dict[bytes, bytes]:
     return headers_of(req.headers)
 
 
-def _has_body(req: h11.Request) -> bool:
+def _has_body(h: dict[bytes, bytes]) -> bool:
     # h11 has checked both headers (a valid integer; not both at once).
-    h = _headers(req)
     return b"transfer-encoding" in h or int(h.get(b"content-length", b"0")) > 0
 
 
-def is_websocket_upgrade(req: h11.Request) -> bool:
-    h = _headers(req)
+def is_websocket_upgrade(h: dict[bytes, bytes]) -> bool:
+    """`h`: the request's headers, as `_headers` gives them."""
     return b"websocket" in h.get(b"upgrade", b"").lower() and b"upgrade" in h.get(b"connection", b"").lower()
 
 
@@ -233,7 +232,8 @@ async def handle_http(ctx: HttpContext, stream: trio.abc.Stream, peer: str, *, r
             stats.http_rejected_total += 1
             await _send_simple(conn, stream, refuse[0], refuse[1], extra=[(b"retry-after", b"5")])
             return
-        if _has_body(event):
+        headers = _headers(event)  # once per request
+        if _has_body(headers):
             # No route takes a body, so none is read: draining it would hold up to
             # a body's worth of memory per connection for nothing.
             stats.http_rejected_total += 1
@@ -242,11 +242,10 @@ async def handle_http(ctx: HttpContext, stream: trio.abc.Stream, peer: str, *, r
             await _send_simple(conn, stream, 413, "request bodies are not accepted")
             return
         target = event.target.decode("latin-1")
-        if is_websocket_upgrade(event):
+        if is_websocket_upgrade(headers):
             if target.split("?", 1)[0] != "/ws":
                 await _respond(ctx, conn, stream, 404, b"not found\n", "text/plain")
                 return
-            headers = _headers(event)
             # Origin first: a cross-site page is refused whatever it presents.
             if not origin_ok(headers, cfg.allow_origins, tls=ctx.tls):
                 stats.reject("origin")
@@ -260,27 +259,26 @@ async def handle_http(ctx: HttpContext, stream: trio.abc.Stream, peer: str, *, r
                 await _respond(ctx, conn, stream, 401, b"token required\n", "text/plain", extra=[(b"www-authenticate", b"Bearer")])
                 return
             try:
-                response = accept_headers(event.method, headers)
+                head = accept_response(event.method, headers)
             except HandshakeError as e:
                 stats.reject("ws_handshake")
                 log.info("ws %s: %d %s", peer, e.status, e.message, extra={"event": "refused", "peer": peer, "reason": "ws_handshake"})
                 await _respond(ctx, conn, stream, e.status, (e.message + "\n").encode(), "text/plain", extra=e.headers)
                 return
-            # The request has no body (refused above): h11 ends it at once, and
-            # then waits for our answer to the upgrade.
+            # The request has no body (refused above): h11 ends it at once. The
+            # 101 is not h11's to write: the connection leaves HTTP for good.
             if not isinstance(conn.next_event(), h11.EndOfMessage):
                 return
-            head = conn.send(h11.InformationalResponse(status_code=101, headers=response, reason=b"Switching Protocols"))
             # Whatever came after the request (a client may send frames at once)
             # is the WebSocket's. The HTTP parser's state is not needed for the
             # (long) WebSocket life of this connection: it goes here.
             up = Upgrade(stream, peer, target, bytes(conn.trailing_data[0]), head, control_token_from(target, headers))
-            del conn, raw, event, headers, response
+            del conn, raw, event, headers, head
             await ctx.upgrade(up)
             return
         stats.http_requests_total += 1
         first = False
-        keep_alive = await _route(ctx, conn, stream, event, target)
+        keep_alive = await _route(ctx, conn, stream, event, target, headers)
         if not keep_alive or conn.our_state is not h11.DONE:
             return
         # The request has no body (refused above): h11 ends it at once.
@@ -290,7 +288,7 @@ async def handle_http(ctx: HttpContext, stream: trio.abc.Stream, peer: str, *, r
         raw = bytearray(conn.trailing_data[0])
 
 
-async def _route(ctx: HttpContext, conn: h11.Connection, stream, req: h11.Request, target: str) -> bool:
+async def _route(ctx: HttpContext, conn: h11.Connection, stream, req: h11.Request, target: str, headers: dict[bytes, bytes]) -> bool:
     method = req.method
     path = target.split("?", 1)[0]
     if method not in (b"GET", b"HEAD"):
@@ -302,7 +300,7 @@ async def _route(ctx: HttpContext, conn: h11.Connection, stream, req: h11.Reques
         await _respond(ctx, conn, stream, status, json.dumps(body).encode(), "application/json", head=head, cache="no-store")
         return True
     if path == "/metrics":
-        if not token_ok(ctx.cfg.token, target, _headers(req)):
+        if not token_ok(ctx.cfg.token, target, headers):
             ctx.stats.reject("token")
             await _respond(ctx, conn, stream, 401, b"token required\n", "text/plain", head=head, extra=[(b"www-authenticate", b"Bearer")])
             return True

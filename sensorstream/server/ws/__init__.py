@@ -13,7 +13,7 @@
 
 from .connection import ConnectionClosed, ServerConnection
 from .frames import Framed, Framer, ws_binary_frame, ws_frame, ws_ping_frame, ws_text_frame
-from .handshake import HandshakeError, accept_headers
+from .handshake import HandshakeError, accept_headers, accept_response
 from .keeper import Keeper, Pong
 from .outbox import History, Outbox
 from .session import HANDLERS, ClientSession, CloseSession, SessionContext, handles
@@ -22,6 +22,6 @@ from .tick import Tick
 
 __all__ = [
     "ClientSession", "CloseSession", "CommandRights", "rights_for", "ConnectionClosed", "Framed", "Framer", "HANDLERS", "HandshakeError", "History",
-    "Keeper", "Outbox", "Pong", "ServerConnection", "SessionContext", "Tick", "accept_headers", "handles", "ws_binary_frame",
+    "Keeper", "Outbox", "Pong", "ServerConnection", "SessionContext", "Tick", "accept_headers", "accept_response", "handles", "ws_binary_frame",
     "ws_frame", "ws_ping_frame", "ws_text_frame",
 ]

@@ -48,3 +48,11 @@ def accept_headers(method: bytes, headers: dict[bytes, bytes]) -> list[tuple[byt
     if headers.get(b"sec-websocket-version", b"").strip() != b"13":
         raise HandshakeError(426, "unsupported WebSocket version (this server speaks version 13)", ((b"sec-websocket-version", b"13"),))
     return [(b"upgrade", b"websocket"), (b"connection", b"Upgrade"), (b"sec-websocket-accept", generate_accept_token(key))]
+
+
+def accept_response(method: bytes, headers: dict[bytes, bytes]) -> bytes:
+    """The whole 101 response (`accept_headers` as bytes). Written here, not by h11:
+    after it the connection is no longer HTTP, and h11's validation of our own
+    three constant headers cost more than the rest of the response."""
+    lines = b"".join(b"%s: %s\r\n" % kv for kv in accept_headers(method, headers))
+    return b"HTTP/1.1 101 Switching Protocols\r\n" + lines + b"\r\n"
