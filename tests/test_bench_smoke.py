@@ -16,13 +16,13 @@ REPO = Path(__file__).resolve().parent.parent
 def test_bench_smoke_run_writes_every_result(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--only", "fanout,latency,memory,reclaim", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--smoke", "--only", "fanout,latency,memory,reclaim,storm", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["size"] == "smoke" and res["machine"]["cpus"]
-    assert set(res["benches"]) == {"fanout", "latency", "memory", "reclaim"}
+    assert set(res["benches"]) == {"fanout", "latency", "memory", "reclaim", "storm"}
     assert not [b for b, r in res["benches"].items() if "error" in r]
 
     fan = res["benches"]["fanout"]["cases"]
@@ -47,6 +47,13 @@ def test_bench_smoke_run_writes_every_result(tmp_path):
         assert "rss_growth_mb" in figs and "kernel_sendq_end_mb" in figs
     mem = res["benches"]["memory"]
     assert mem["sensorstream"]["clients"] > 0 and "kib_per_connection" in mem["websockets"]
+    # Three-stream fan-out: a tick's frames went to each client in one write.
+    multi = [c for c in fan.values() if c.get("streams", 1) > 1]
+    assert multi and all(c["summary"]["frames_per_write"] > 1.5 for c in multi), [c["summary"] for c in multi]
+    storm = res["benches"]["storm"]["cases"]
+    for case in storm.values():
+        for runs in case["runs"].values():
+            assert all(r["ready"] == r["clients"] and r["hellos"] == r["clients"] for r in runs), runs
     rec = res["benches"]["reclaim"]
     assert {"max_s", "reclaimed", "silenced", "limit_s"} <= set(rec["sensorstream"])
 
