@@ -36,7 +36,8 @@ DEFAULT_MAX_MESSAGE = 32 * 1024 * 1024
 async def echo(cfg: ServerConfig, up: Upgrade) -> None:
     """The WebSocket life of one echo connection: what `Server.handle_websocket`
     does for /ws, with an echo loop where the session would be."""
-    conn = ServerConnection(up.stream, trailing=up.trailing, max_message_bytes=cfg.max_message_bytes)
+    # preface: the 101 goes out with the connection's first write (here, before its first read).
+    conn = ServerConnection(up.stream, trailing=up.trailing, preface=up.response, max_message_bytes=cfg.max_message_bytes)
     del up
     try:
         async for message in conn:
