@@ -34,6 +34,14 @@ async def tcp_pair():
     return server_end, client_end
 
 
+async def small_buffers():
+    """A connection over TCP whose buffers fill after a few KiB, so writes get cut short."""
+    server_end, client_end = await tcp_pair()
+    server_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    client_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return server_end, client_end, ServerConnection(server_end)
+
+
 def client():
     """A wsproto client already past its handshake (ours is tested in test_ws_handshake)."""
     return wsproto.connection.Connection(wsproto.ConnectionType.CLIENT)
@@ -47,6 +55,20 @@ async def read_events(c, stream, until, limit=5):
             c.receive_data(data or None)
             got += list(c.events())
     return got
+
+
+def whole_messages(events) -> list:
+    """wsproto hands a message over in pieces as bytes arrive: join them back ("pong" for a Pong)."""
+    msgs, part = [], b""
+    for e in events:
+        if isinstance(e, BytesMessage):
+            part += e.data
+            if e.message_finished:
+                msgs.append(part)
+                part = b""
+        elif isinstance(e, Pong):
+            msgs.append("pong")
+    return msgs
 
 
 def raw_frame(payload: bytes, opcode: int, *, fin=True, rsv=0) -> bytes:
@@ -217,10 +239,7 @@ async def test_cut_short_direct_write_is_finished_before_pongs_and_close(nursery
     """Fill the socket with direct writes until one is cut short mid-frame, while the
     client's Pings make the connection want to write Pongs: every frame arrives whole,
     in order, and the Pongs come after the completed frame."""
-    server_end, client_end = await tcp_pair()
-    server_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-    client_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    conn = ServerConnection(server_end)
+    server_end, client_end, conn = await small_buffers()
     c = client()
     got: list = []
     payloads = []
@@ -248,15 +267,7 @@ async def test_cut_short_direct_write_is_finished_before_pongs_and_close(nursery
     async with trio.open_nursery() as inner:
         inner.start_soon(read)
         await conn.flush()
-    msgs, part = [], b""
-    for e in got:
-        if isinstance(e, BytesMessage):
-            part += e.data
-            if e.message_finished:
-                msgs.append(part)
-                part = b""
-        elif isinstance(e, Pong):
-            msgs.append("pong")
+    msgs = whole_messages(got)
     assert [m for m in msgs if m != "pong"] == payloads
     assert msgs[len(payloads):] == ["pong", "pong"]
     assert conn.free and conn.ok and conn.partial is None
@@ -284,10 +295,7 @@ async def test_trio_socket_close_makes_fileno_minus_one():
 async def test_frames_written_together_arrive_whole_when_the_write_is_cut_short():
     """send_now_many (one writev for a tick's frames): a write the kernel cuts short
     keeps the rest, and flush() completes it; every frame arrives whole, in order."""
-    server_end, client_end = await tcp_pair()
-    server_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-    client_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    conn = ServerConnection(server_end)
+    server_end, client_end, conn = await small_buffers()
     c = client()
     got: list = []
     payloads: list[bytes] = []
@@ -309,13 +317,7 @@ async def test_frames_written_together_arrive_whole_when_the_write_is_cut_short(
     async with trio.open_nursery() as n:
         n.start_soon(read)
         await conn.flush()
-    msgs, part = [], b""
-    for e in got:
-        part += e.data
-        if e.message_finished:
-            msgs.append(part)
-            part = b""
-    assert msgs == payloads and conn.ok
+    assert whole_messages(got) == payloads and conn.ok
 
 
 PREFACE = b"HTTP/1.1 101 Switching Protocols\r\n\r\n"

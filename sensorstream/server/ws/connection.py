@@ -170,41 +170,36 @@ class ServerConnection:
         """Write without waiting if the lock is free: bytes written (0: none; the
         caller queues them). Fewer than len(data): the rest is in `partial` and the
         lock is held until `flush()`. `now`: the clock, if the caller has read it."""
-        if not self.ok:
-            return 0
-        fd = self.sock.fileno()
+        fd = self._fd()
         if fd < 0:
             return 0
         try:
             n = os.write(fd, data)
         except OSError:  # BlockingIOError, or a dead peer (the reader finds out)
             return 0
-        if n < len(data):
-            self._take()
-            self.partial = memoryview(data)[n:]
-            self.partial_frames = frames
-            self.idle = False
-        self.last_write = self._now() if now is None else now
-        return n
+        return self._wrote(n, len(data), data, frames, now)
 
     def send_now_many(self, parts: list[bytes], now: float | None = None) -> int:
         """`send_now` of several frames with one system call (writev): bytes written."""
-        if not self.ok:
-            return 0
-        fd = self.sock.fileno()
+        fd = self._fd()
         if fd < 0:
             return 0
         try:
             n = os.writev(fd, parts)
         except OSError:
             return 0
-        total = 0
-        for p in parts:
-            total += len(p)
-        if n < total:
+        return self._wrote(n, sum(map(len, parts)), parts, len(parts), now)
+
+    def _fd(self) -> int:
+        """The socket's file descriptor if a direct write may go out now, else -1."""
+        return self.sock.fileno() if self.ok else -1
+
+    def _wrote(self, n: int, size: int, data: bytes | list[bytes], frames: int, now: float | None) -> int:
+        if n < size:
+            # Part of a frame is on the wire: hold the lock until flush() writes the rest.
             self._take()
-            self.partial = memoryview(b"".join(parts))[n:]
-            self.partial_frames = len(parts)
+            self.partial = memoryview(data if type(data) is bytes else b"".join(data))[n:]
+            self.partial_frames = frames
             self.idle = False
         self.last_write = self._now() if now is None else now
         return n

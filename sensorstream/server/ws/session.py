@@ -268,33 +268,26 @@ class ClientSession:
         if direct is not None and direct.idle and not self.outbox:
             t = self.tick
             if t is None:
+                self.tick = framed
                 tick = self.ctx.tick
                 if tick.running:
-                    self.tick = framed
                     tick.add(self)
-                    return
+                else:
+                    self.flush_tick()  # no tick task (a bare Server in tests): at once
             elif type(t) is Framed:
                 self.tick = [t, framed]
-                return
             else:
                 t.append(framed)
-                return
-            data = framed.wire
-            n = direct.send_now(data, 1, framed.at)
-            if n == len(data):
-                self.frames_sent += 1
-                stats = self.stats
-                stats.frames_sent_total += 1
-                stats.bytes_sent_total += n
-                stats.writes_total += 1
-                return
-            if n:
-                # Cut short: the sender writes the rest (and counts the frame) before anything else.
-                self.stats.bytes_sent_total += n
-                self._kick()
-                return
+            return
         self.flush_tick()
-        dropped = self.outbox_().push_frame(framed)
+        self._queue_frames((framed,))
+
+    def _queue_frames(self, frames) -> None:
+        """Into the outbox (its limits drop the oldest), and make sure the sender runs."""
+        outbox = self.outbox_()
+        dropped = 0
+        for f in frames:
+            dropped += outbox.push_frame(f)
         if dropped:
             self.stats.dropped_batches_total += dropped
         self._kick()
@@ -329,13 +322,7 @@ class ClientSession:
             self._kick()
             return
         # Not writable now: the outbox takes them, in order, with its limits.
-        dropped = 0
-        outbox = self.outbox_()
-        for f in ((t,) if type(t) is Framed else t):
-            dropped += outbox.push_frame(f)
-        if dropped:
-            self.stats.dropped_batches_total += dropped
-        self._kick()
+        self._queue_frames((t,) if type(t) is Framed else t)
 
     def notify(self, text: str) -> None:
         self.reply(text)
