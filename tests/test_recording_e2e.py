@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -201,3 +202,32 @@ async def test_record_command_writes_what_the_server_sent(make_server, tmp_path)
     again = await trio.run_process([sys.executable, "-m", "sensorstream", "record", url, "-o", str(out)], capture_stdout=True,
                                    capture_stderr=True, check=False, cwd=ROOT)
     assert again.returncode == 2 and b"--overwrite" in again.stderr
+
+
+async def test_record_shows_a_live_progress_line_on_a_terminal(make_server, tmp_path):
+    server = await make_server(simulate=True)
+    master, slave = os.openpty()
+    try:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "sensorstream", "record", f"ws://127.0.0.1:{server.port}/ws", "-o", str(tmp_path / "r.mcap"),
+             "--duration", "2"], stdout=subprocess.DEVNULL, stderr=slave, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+        os.close(slave)
+        slave = None
+        term = trio.lowlevel.FdStream(os.dup(master))
+        out = b""
+        with trio.fail_after(30):
+            async with term:
+                try:
+                    while chunk := await term.receive_some(4096):
+                        out += chunk
+                except trio.BrokenResourceError:  # EIO: the process closed the terminal
+                    pass
+            await proc.wait()
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    assert proc.returncode == 0
+    lines = [ln for ln in out.decode().split("\r") if "samples" in ln]
+    assert len(lines) >= 2  # rewritten in place
+    assert re.search(r"[\d,]+ samples, [\d,]+/s, [\d.]+ MB, 0 batches missed in 0 gaps", lines[-1]), lines[-1]

@@ -171,8 +171,6 @@ async def record(a, progress=None) -> None:
         ctx = ssl.create_default_context(cafile=a.cafile)
     opener = (lambda p: open(p, "wb")) if a.overwrite else (lambda p: open(p, "xb"))
     rec = Recorder(RecorderConfig(file=Path(a.output), source=f"record {a.url}", opener=opener))
-    last_seq: dict[int, int] = {}
-    gaps = 0
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
@@ -185,16 +183,14 @@ async def record(a, progress=None) -> None:
                     info = client.streams.get(b.key)
                     if info is None:
                         continue
-                    prev = last_seq.get(b.key)
-                    if prev is not None and b.seq > prev + 1:
-                        gaps += b.seq - prev - 1
-                    last_seq[b.key] = b.seq
                     # The client hands out decoded views; the wire bytes are rebuilt
                     # once per batch (a copy, no conversion) for the file.
                     payload = encode_batch(b.key, b.seq, b.timestamps, b.values)
                     rec.put(info, b.seq, float(b.timestamps[-1]) if len(b.timestamps) else 0.0, len(b.timestamps), payload)
                     if progress is not None:
-                        progress(rec, trio.current_time() - t0, gaps + sum(client.state.dropped.values()))
+                        # The client resumes by (epoch, seq) after a reconnect; what it could
+                        # not get back (and what the server dropped) it counts as gaps.
+                        progress(rec, trio.current_time() - t0, client.state.lost, client.state.gaps)
 
 
 async def _cancel_on_signal(signals, scope: trio.CancelScope) -> None:
@@ -210,7 +206,7 @@ class _Progress:
         self.out = out
         self.next = 0.0
 
-    def __call__(self, rec, elapsed: float, gaps: int) -> None:
+    def __call__(self, rec, elapsed: float, lost: int, gaps: int) -> None:
         if elapsed < self.next:
             return
         self.next = elapsed + 0.25
@@ -218,7 +214,7 @@ class _Progress:
         size = st.bytes / 1e6
         rate = st.samples / elapsed if elapsed > 0 else 0.0
         extra = f", {st.dropped} dropped by the recorder" if st.dropped else ""
-        self.out.write(f"\r{st.samples:,} samples, {rate:,.0f}/s, {size:.1f} MB, {gaps} batches missed{extra}   ")
+        self.out.write(f"\r{st.samples:,} samples, {rate:,.0f}/s, {size:.1f} MB, {lost} batches missed in {gaps} gaps{extra}   ")
         self.out.flush()
 
 
