@@ -118,6 +118,8 @@ async def test_a_blocked_recording_target_costs_the_recording_not_the_clients(nu
             assert client.state.dropped == {}
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap for the client
         assert server.recorder.stats.dropped > 0 and server.recorder.drops["sim/imu"] > 0
+        metrics = server.metrics_text().decode()
+        assert re.search(r'sensorstream_recording_dropped_batches_total\{stream="sim/imu"\} [1-9]', metrics), metrics[-2000:]
         await server.shutdown()
     finally:
         os.close(reader)

@@ -142,6 +142,17 @@ class _Collector:
                                       "Batches this publisher dropped (oldest first) while Redis was unreachable", value=bus["outbox_dropped"])
             yield CounterMetricFamily("sensorstream_bus_lost_batches",
                                       "Seqs this gateway found missing from history (announced to clients as dropped)", value=bus["lost"])
+        rec = getattr(self.server, "recorder", None)
+        if rec is not None:  # serve --record (docs/recording.md)
+            st = rec.stats
+            yield CounterMetricFamily("sensorstream_recording_batches", "Batches written to the recording", value=st.batches)
+            dropped = CounterMetricFamily("sensorstream_recording_dropped_batches",
+                                          "Batches not recorded (disk too slow, full or failing), per stream", labels=["stream"])
+            for sid, n in rec.drops.items():
+                dropped.add_metric([sid], n)
+            yield dropped
+            yield CounterMetricFamily("sensorstream_recording_errors", "Failures to open or write a recording file", value=st.errors)
+            yield GaugeMetricFamily("sensorstream_recording_failing", "1 while the recording cannot be written", value=1 if st.failing else 0)
         yield GaugeMetricFamily("sensorstream_subscriptions", "Stream subscriptions held by all clients (client x stream)", value=subs_total)
         # Read at scrape time (the hot path keeps no count): a healthy client is
         # written to directly and never has a backlog.
