@@ -358,3 +358,26 @@ async def test_batches_published_just_before_shutdown_are_in_the_file(tmp_path):
     assert rec.closed.is_set() and rec.stats.dropped == 0
     with recording.open(rec.stats.files[0]) as r:
         assert r.complete and [b.seq for b in r.stream("dev/imu").batches()] == [0, 1, 2]
+
+
+async def test_rotation_by_size_starts_new_complete_files_and_loses_nothing(tmp_path):
+    hub = LocalHub()
+    key = hub.add_stream("dev/imu", IMU.channels).key
+    rec = Recorder(RecorderConfig(directory=tmp_path, max_bytes=20_000, chunk_bytes=4_000, write_interval=0.01), hub=hub)
+    values = np.zeros((3, 100), np.float32)
+    seq = 0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rec.run)
+        with trio.fail_after(30):
+            while len(rec.stats.files) < 3:
+                hub.publish(key, seq, T0 + seq + np.arange(100) / 100, values)
+                seq += 1
+                await trio.sleep(0.005)
+        nursery.cancel_scope.cancel()
+    got = []
+    for path in rec.stats.files:
+        with recording.open(path) as r:
+            assert r.complete
+            got += [b.seq for b in r.stream("dev/imu").batches()]
+    assert got == list(range(seq)) and rec.stats.dropped == 0
+    assert all(os.path.getsize(p) < 20_000 + 3 * 4_000 for p in rec.stats.files[:-1])

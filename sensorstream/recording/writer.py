@@ -323,7 +323,11 @@ class Recorder:
     def _write(self, items: list[_Item], now: float, drops: dict[str, int] | None, closing: bool) -> None:
         """In a worker thread. Never raises: failures are counted and reported once."""
         with self._lock:
-            if self._writer is None and now >= self._retry_at and (items or not closing):
+            # A file is opened for batches to write; also at start (an unwritable
+            # directory shows at once) and to retry after a failure (while failing,
+            # batches are counted as dropped before they get here).
+            first_or_retry = not closing and (not self.stats.files or self.stats.failing is not None)
+            if self._writer is None and now >= self._retry_at and (items or first_or_retry):
                 self._open(now)
             w = self._writer
             if w is None:
@@ -353,8 +357,7 @@ class Recorder:
                     self._drops_written = drops
                 if self._rotation_due(w, now):
                     w.close()
-                    self._writer = None
-                    self._open(now)
+                    self._writer = None  # the next file opens with the next batch
             except OSError as e:
                 for item in items[done:]:
                     self._drop(item[0].id)
