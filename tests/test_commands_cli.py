@@ -37,6 +37,11 @@ async def test_send_with_the_control_token_by_flag_or_environment():
         assert rc == 1 and err.startswith("sensorstream send: refused: forbidden:") and err.count("\n") == 1
         rc, _, err = await send(url, "--stream", "nope/x", "hi", "--control-token", "s3cret")
         assert rc == 1 and "not_commandable" in err and "Traceback" not in err
+        # Text with a colon is still text, and --hex takes the one positional as the URL.
+        rc, out, err = await send(url, "--stream", "sim/env", "SET a:1", "--control-token", "s3cret")
+        assert (rc, out.strip()) == (0, "sent 8 bytes to sim/env"), err
+        rc, out, err = await send(url, "--stream", "sim/env", "--hex", "0a", "--control-token", "s3cret")
+        assert (rc, out.strip()) == (0, "sent 1 byte to sim/env"), err
     finally:
         await stop(proc)
 

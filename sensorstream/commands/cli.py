@@ -11,6 +11,7 @@ import trio
 from .. import argtypes, excgroups
 
 CONTROL_TOKEN_ENV = "SENSORSTREAM_CONTROL_TOKEN"
+DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 
 
 def add_serve_arguments(group: argparse._ArgumentGroup) -> None:
@@ -56,8 +57,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("send", help="send a command to a device through a running server",
                        usage='sensorstream send [URL] --stream ID "TEXT" | --hex "01 03 ..."  (see --help)')
     s.__class__ = _Intermixed
-    s.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/ws",
-                   help="the server's WebSocket URL (add ?token=... if it needs a read token)")
+    s.add_argument("url", nargs="?", default=None,
+                   help=f"the server's WebSocket URL (default {DEFAULT_URL}; add ?token=... if it needs a read token)")
     s.add_argument("text", nargs="?", default=None, help="the text to send (a line ending is added, see --eol)")
     s.add_argument("--stream", required=True, help="the stream id of the device, e.g. serial/ttyACM0")
     s.add_argument("--hex", default=None, metavar="BYTES", help='send these bytes instead of text, e.g. "01 03 00 00 00 0a"')
@@ -75,9 +76,10 @@ def run_subcommand(args: argparse.Namespace) -> int | None:
         return None
     from ..client import BadURL, ClientError, CommandRefused, normalize_url
 
-    # `send URL TEXT`, or `send TEXT` with the default URL.
-    if args.text is None and args.hex is None and args.url and "://" not in args.url and ":" not in args.url:
-        args.text, args.url = args.url, "ws://127.0.0.1:8765/ws"
+    # `send URL TEXT`, `send TEXT` (the default URL), `send URL --hex ...` or `send --hex ...`.
+    if args.text is None and args.hex is None:
+        args.text, args.url = args.url, None
+    args.url = args.url or DEFAULT_URL
     if (args.text is None) == (args.hex is None):
         print('sensorstream send: error: give the text to send, or --hex "01 03 ..." (one of them)', file=sys.stderr)
         return 2
@@ -101,7 +103,7 @@ def run_subcommand(args: argparse.Namespace) -> int | None:
     except trio.TooSlowError:
         print(f"sensorstream send: error: no answer from {args.url} within {args.timeout:g} s", file=sys.stderr)
         return 1
-    print(f"sent {n} bytes to {args.stream}")
+    print(f"sent {n} byte{'' if n == 1 else 's'} to {args.stream}")
     return 0
 
 
