@@ -179,7 +179,7 @@ def mark_replayed(frame: bytes | memoryview) -> bytes:
 
 # allow_nan=False: NaN is not JSON, and a browser's JSON.parse rejects it. One
 # encoder for the process: json.dumps with any non-default argument builds a new
-# one per call, which cost more than the encoding of a hello or a reply.
+# one per call, a quarter of the cost of a short reply (heartbeats, hellos, acks).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 

@@ -55,6 +55,11 @@ def _peer(stream: trio.abc.Stream) -> tuple[str, str]:
         return "?", "?"
 
 
+#: The listen queue asked for: as deep as Linux takes (it caps it at
+#: net.core.somaxconn, 4,096 by default), so a reconnect storm of thousands of
+#: clients waits in the queue instead of being refused or retried by the kernel.
+LISTEN_BACKLOG = 65535
+
 #: Connections refused with a 503/429 are answered (that needs their request
 #: head, read under a short timeout); beyond this many at once, they are just closed.
 MAX_REFUSING = 64
@@ -154,7 +159,7 @@ class Server:
                 nursery.start_soon(self._run_source, source)
             # Opened here (a taken port fails before anything is served) and served in a
             # task that _listen_scope covers, so shutdown() really stops accepting.
-            listeners = await trio.open_tcp_listeners(self.cfg.port, host=self.cfg.host)
+            listeners = await trio.open_tcp_listeners(self.cfg.port, host=self.cfg.host, backlog=LISTEN_BACKLOG)
             nursery.start_soon(self._accept, listeners, nursery)
             self.port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(self._log_drops)
