@@ -14,6 +14,7 @@ import { onAlert, mountPanel as mountAlertPanel, renderPanel as renderAlertPanel
 import * as layout from "./views/layout.js";
 import { Timeline } from "./timeline.js";
 import { CommandPanel } from "./commands.js";
+import { h } from "./views/util.js";
 
 const WINDOWS = [[5, "5 s"], [30, "30 s"], [120, "2 min"], [600, "10 min"]];
 const DOM_UPDATE_MS = 250;       // legend values, ages, counters: 4 Hz is plenty for text
@@ -110,18 +111,6 @@ function readTheme() {
 }
 
 // ------------------------------------------------------------------ DOM helpers
-function h(tag, attrs = {}, ...kids) {
-  const el = document.createElement(tag);
-  for (const [k, val] of Object.entries(attrs)) {
-    if (val === null || val === undefined || val === false) continue;
-    if (k === "class") el.className = val;
-    else if (k === "text") el.textContent = val;
-    else if (k.startsWith("on")) el.addEventListener(k.slice(2), val);
-    else el.setAttribute(k, val === true ? "" : val);
-  }
-  for (const kid of kids) if (kid !== null && kid !== undefined) el.append(kid);
-  return el;
-}
 const $ = (sel) => document.querySelector(sel);
 
 function ageText(seconds) {
