@@ -67,7 +67,8 @@ def apply_serve_args(cfg, a: argparse.Namespace) -> None:
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
-    r = sub.add_parser("record", help="record streams from a running server into an MCAP file")
+    r = sub.add_parser("record", help="record streams from a running server into an MCAP file",
+                       usage="sensorstream record [URL] -o FILE.mcap [--stream ID_OR_GLOB] [options]  (see --help)")
     r.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/ws")
     r.add_argument("--stream", action="append", default=None, help="stream id or glob (repeatable; default: all)")
     r.add_argument("-o", "--output", required=True, metavar="FILE.mcap", help="the recording to write")
@@ -75,16 +76,18 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--duration", type=argtypes.positive_float, default=None, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
     r.add_argument("--cafile", default=None, type=argtypes.readable_file, help="trust this CA (or self-signed) certificate for wss:// URLs")
 
-    p = sub.add_parser("replay", help="serve a recording as live streams, with its original timing")
+    p = sub.add_parser("replay", help="serve a recording as live streams, with its original timing",
+                       usage="sensorstream replay FILE.mcap [--speed X] [--loop] [--port PORT] [options]  (see --help)")
     p.add_argument("file", metavar="FILE.mcap")
     p.add_argument("--speed", type=argtypes.number(0, 1000), default=1.0, help="playback speed (2: twice as fast; 0: as fast as possible)")
     p.add_argument("--loop", action="store_true", help="start over at the end")
     p.add_argument("--host", type=argtypes.host, default="127.0.0.1", help="address to bind; anything but loopback needs --token")
     p.add_argument("--port", type=argtypes.listen_port, default=8765, help="TCP port, 1-65535 (0 picks a free one)")
     p.add_argument("--token", default=None, help="WebSocket clients must present this (as for serve)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="least severe level logged")
 
-    e = sub.add_parser("export", help="turn a recording into CSV, npz, Parquet or Foxglove files")
+    e = sub.add_parser("export", help="turn a recording into CSV, npz, Parquet or Foxglove files",
+                       usage="sensorstream export FILE.mcap --format csv|npz|parquet|foxglove -o OUT [options]  (see --help)")
     e.add_argument("file", metavar="FILE.mcap")
     e.add_argument("--format", required=True, choices=["csv", "npz", "parquet", "foxglove"])
     e.add_argument("-o", "--output", required=True, metavar="OUT",
