@@ -46,9 +46,14 @@ def _bus_url(text: str) -> str:
     from .hub.busurl import parse_bus_url  # no Redis client: that loads only when serving with a bus
 
     try:
-        parse_bus_url(text)
+        u = parse_bus_url(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if u.ca_certs:  # ?ca=PATH: the same check as --bus-cafile, now rather than at every reconnect
+        try:
+            argtypes.readable_file(u.ca_certs)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"?ca= in the bus URL: {e}") from None
     return text
 
 
@@ -148,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds after a publisher stops heartbeating that its streams show as disconnected")
     g.add_argument("--bus-outbox-mb", type=argtypes.number(0, 1_000_000, min_open=True), default=d.bus_outbox_mb, metavar="MIB",
                    help="MiB a publisher buffers while Redis is unreachable; the oldest batches are dropped beyond it")
+    g.add_argument("--bus-cafile", default=None, type=argtypes.readable_file, metavar="PATH",
+                   help="rediss:// only: trust this CA (or self-signed) certificate (PEM file) instead of the system's "
+                        "trust store; the same as ?ca=PATH in the URL")
     g = s.add_argument_group("health and logging")
     g.add_argument("--unhealthy-after", type=argtypes.positive_float, default=d.unhealthy_after_s, metavar="SECONDS",
                    help="/healthz answers 503 once a stream has been disconnected this many seconds (stale or failed: at once)")
@@ -185,7 +193,7 @@ def config_from_args(a: argparse.Namespace) -> ServerConfig:
         control_rate=a.control_rate, control_burst=a.control_burst, max_subscriptions=a.max_subscriptions,
         unhealthy_after_s=a.unhealthy_after, log_level=a.log_level, log_format=a.log_format,
         alerts=list(getattr(a, "alerts", [])), alert_webhook=a.alert_webhook,
-        bus=a.bus or None, bus_ttl_s=a.bus_ttl, bus_outbox_mb=a.bus_outbox_mb,
+        bus=a.bus or None, bus_ttl_s=a.bus_ttl, bus_outbox_mb=a.bus_outbox_mb, bus_cafile=a.bus_cafile,
     )
     serial_cli.apply_args(cfg, a)
     recording_cli.apply_serve_args(cfg, a)
@@ -436,6 +444,8 @@ def _check_together(sp: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         sp.error("--keyfile needs --certfile (the certificate to serve with that key)")
     if a.imu_rate is not None and not a.simulate:
         sp.error("--imu-rate sets the rate of --simulate's IMU: add --simulate")
+    if a.bus_cafile and not (a.bus or "").startswith("rediss"):
+        sp.error("--bus-cafile is the CA for a TLS bus: it needs --bus rediss://... (or rediss+cluster://...)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,6 +68,7 @@ class ServerConfig:
     bus: str | None = None  # redis://, rediss://, redis+cluster://h1:p1,h2:p2
     bus_ttl_s: float = 5.0  # a publisher's streams are disconnected this long after it stops heartbeating
     bus_outbox_mb: float = 64.0  # what a publisher buffers while Redis is unreachable; oldest dropped beyond
+    bus_cafile: str | None = None  # rediss://: trust this CA (PEM) instead of the system store
     # Recording (docs/recording.md): every batch of the matching streams into MCAP files in this directory
     record: str | None = None
     record_streams: list[str] = field(default_factory=lambda: ["*"])

@@ -97,6 +97,21 @@ class RedisProc:
             self.proc.wait()
 
 
+def tls_redis(workdir, password: str, hostname: str = "127.0.0.1") -> tuple[RedisProc, "os.PathLike"]:
+    """A redis-server that speaks only TLS (plain port off) with a self-signed
+    certificate for `hostname` made here, and a password; (server, its certificate).
+    `start()` it. Debian's redis-server is built with TLS."""
+    from .httpraw import self_signed_cert
+
+    certdir = workdir / f"redis-tls-{hostname}"
+    certdir.mkdir(parents=True, exist_ok=True)
+    cert, key = self_signed_cert(certdir, hostname)
+    port = free_port()
+    return RedisProc(workdir, port, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+                     "--requirepass", password), cert
+
+
 class RedisCluster:
     """Three masters, no replicas (`--cluster-enabled yes`), slots spread by redis-cli."""
 

@@ -264,3 +264,76 @@ async def test_serve_over_a_real_3_node_cluster_with_sharded_pubsub(tmp_path, pr
         assert all(f"ss:{{{k}}}:live" in shard for k in keys)
     finally:
         cluster.kill_now()
+
+
+def _get(port, path):
+    return subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
+
+
+async def test_a_rediss_bus_with_a_private_ca_and_a_password_carries_batches_and_never_shows_it(tmp_path, procs, nursery):
+    from .redis_util import tls_redis
+
+    r, ca = tls_redis(tmp_path, "tls-s3cret")
+    await r.start()
+    try:
+        url = f"rediss://:tls-s3cret@127.0.0.1:{r.port}/0"
+        # The CA both ways: the flag on the publisher, ?ca= in the gateway's URL.
+        pub = await _serve(procs, tmp_path, "pub", "--bus", url, "--bus-cafile", str(ca), "--simulate", "--log-level", "debug")
+        gw = await _serve(procs, tmp_path, "gw", "--bus", f"{url}?ca={ca}", "--log-level", "debug")
+        cat = await _wait_catalog(gw.port, nursery, ["sim/env"])
+        c = await Conn.open(nursery, gw.port)
+        assert c.hello["bus"] == {"up": True}
+        await c.ws.send_message(protocol.subscribe(["sim/env"], ref=1))
+        seqs = []
+        with trio.fail_after(20):
+            while len(seqs) < 3:
+                kind, m = await c.next()
+                if kind == "batch":
+                    b = protocol.decode_batch(m)
+                    assert b.key == cat["sim/env"]["key"]
+                    seqs.append(b.seq)
+        assert seqs == sorted(set(seqs))
+        texts = []
+        for p in (pub, gw):
+            health = _get(p.port, "/healthz")
+            assert json.loads(health)["bus"]["url"] == f"rediss://:***@127.0.0.1:{r.port}/0"
+            metrics = _get(p.port, "/metrics")
+            assert "sensorstream_bus_up 1.0" in metrics
+            texts += [health, metrics]
+        for p in (pub, gw):
+            p.kill(signal.SIGTERM)
+            with trio.fail_after(10):
+                await p.proc.wait()
+            texts.append(p.log.read_text())
+        assert "connected" in texts[-1]
+        for text in texts:
+            assert "tls-s3cret" not in text
+    finally:
+        r.kill_now()
+
+
+async def test_an_untrusted_redis_certificate_is_one_clear_log_line_and_the_server_keeps_serving(tmp_path, procs, nursery):
+    from .redis_util import tls_redis
+
+    r, _ca = tls_redis(tmp_path, "tls-s3cret")
+    await r.start()
+    try:
+        # No CA given: the system trust store does not know the self-signed certificate.
+        pub = await _serve(procs, tmp_path, "pub", "--bus", f"rediss://:tls-s3cret@127.0.0.1:{r.port}/0", "--simulate")
+        with trio.fail_after(20):  # several attempts, each refused by the certificate check
+            while (h := json.loads(_get(pub.port, "/healthz"))["bus"])["reconnects"] < 3:
+                await trio.sleep(0.1)
+        assert h["up"] is False
+        c = await Conn.open(nursery, pub.port)  # clients are still served, told the bus is down
+        assert c.hello["bus"] == {"up": False}
+        await c.ws.aclose()
+        pub.kill(signal.SIGTERM)
+        with trio.fail_after(10):
+            await pub.proc.wait()
+        log = pub.log.read_text()
+        lines = [line for line in log.splitlines() if "not trusted" in line]
+        assert len(lines) == 1, log  # once, not once per retry
+        assert "--bus-cafile" in lines[0] and "self-signed" in lines[0] and "rediss://:***@" in lines[0]
+        assert "Traceback" not in log and "tls-s3cret" not in log
+    finally:
+        r.kill_now()

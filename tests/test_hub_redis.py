@@ -298,3 +298,37 @@ async def test_a_gateway_exports_the_history_it_mirrors_and_starts_mirroring_on_
         gw.history_frames(key)  # nobody here watched it: not mirrored yet, but now it is being
     await gw.ready(["dev/a"])
     assert [f.seq for f in gw.history_frames(key)] == [0, 1, 2, 3, 4]
+
+
+async def test_a_bus_that_will_never_accept_us_says_why_once_and_keeps_retrying(tmp_path, caplog):
+    from .redis_util import tls_redis
+
+    r, ca = tls_redis(tmp_path, "tls-pw-9")
+    # A certificate for another address (127.0.0.2), trusted, but we reach it as 127.0.0.1.
+    other, other_ca = tls_redis(tmp_path, "tls-pw-9", hostname="127.0.0.2")
+    plain = RedisProc(tmp_path)
+    for s in (r, other, plain):
+        await s.start()
+    try:
+        base = f"127.0.0.1:{r.port}/0"
+        cases = [
+            (f"rediss://:wrong-pw-7@{base}", {"cafile": str(ca)}, "refused the password"),
+            (f"redis://:tls-pw-9@{base}", {}, "unreachable"),  # plain Redis on a TLS-only port
+            (f"rediss://:tls-pw-9@{base}", {}, "not trusted by the system's trust store"),
+            (f"rediss://:tls-pw-9@127.0.0.1:{other.port}/0", {"cafile": str(other_ca)}, "does not name this host"),
+            (f"rediss://:tls-pw-9@127.0.0.1:{plain.port}/0", {}, "check that the port serves TLS"),
+        ]
+        for url, kw, expect in cases:
+            caplog.clear()
+            hub = RedisHub(url, HubLimits(), backoff_max=0.05, op_timeout=1.0, **kw)
+            async with trio.open_nursery() as inner:
+                inner.start_soon(hub.run)
+                await eventually(lambda: hub.bus.reconnects >= 3, timeout=10)
+                inner.cancel_scope.cancel()
+            lines = [rec.getMessage() for rec in caplog.records if rec.name == "sensorstream.hub.redis"]
+            assert len(lines) == 1 and expect in lines[0], lines
+            assert "tls-pw-9" not in lines[0] and "wrong-pw-7" not in lines[0]
+            assert not hub.bus.up
+    finally:
+        for s in (r, other, plain):
+            s.kill_now()

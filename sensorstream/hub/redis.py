@@ -173,9 +173,12 @@ class RedisHub(LocalHub):
 
     def __init__(self, url: str, limits: HubLimits = HubLimits(), *, ttl_s: float = 5.0, op_timeout: float = 2.0,
                  outbox_batches: int = 10_000, outbox_bytes: int = 64 * 1024 * 1024, backoff_max: float = 1.0,
-                 ready_timeout: float = 3.0, linger_s: float = 10.0):
+                 ready_timeout: float = 3.0, linger_s: float = 10.0, cafile: str | None = None):
         super().__init__(limits)
         self.url = parse_bus_url(url)
+        self.cafile = cafile or self.url.ca_certs  # None: the system's trust store
+        self._ssl = self._ssl_context() if self.url.tls else None  # once: every reconnect reuses it
+        self._failing: str | None = None  # why the last connection attempt failed, as logged
         self.ttl_s = ttl_s
         self.op_timeout = op_timeout
         self.outbox_batches, self.outbox_bytes = outbox_batches, outbox_bytes
@@ -210,6 +213,7 @@ class RedisHub(LocalHub):
             return
         self.bus.up, self.bus.since = up, time.time()
         if up:
+            self._failing = None
             self._up_event.set()
             log.info("bus %s: connected", self.url.shown, extra={"event": "bus_up"})
         else:
@@ -558,9 +562,11 @@ class RedisHub(LocalHub):
                     # (When we are cancelled, coredis' teardown can add its own errors
                     # to the Cancelled; except* lets the Cancelled through regardless.)
                     await trio.lowlevel.checkpoint_if_cancelled()  # shutting down: nothing to report
+                    e = _leaf(group)
                     if self.bus.up:
-                        e = _leaf(group)
                         log.warning("bus %s: lost (%s: %s)", self.url.shown, type(e).__name__, _short(e))
+                    else:
+                        self._report_failure(e)
                 self._client = self._pubsub = None
                 for m in self._mirrors.values():
                     m.filling = True  # live resumes only once history has caught up again
@@ -569,16 +575,34 @@ class RedisHub(LocalHub):
                 delay = min(delay * 2, self.backoff_max)
                 self.bus.reconnects += 1
 
+    def _report_failure(self, e: BaseException) -> None:
+        """One log line per distinct reason the bus cannot be reached, not one per retry.
+        Retrying goes on regardless (a certificate or password can be fixed on the
+        Redis side); the line says why and what fixes it."""
+        why, fatal = _why(e, self.cafile)
+        if why == self._failing:
+            return
+        self._failing = why
+        # A certificate, TLS or password problem will not go away by waiting: an error.
+        log.log(logging.ERROR if fatal else logging.WARNING, "bus %s: %s", self.url.shown, why, extra={"event": "bus_error"})
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        try:
+            ctx = ssl.create_default_context(cafile=self.cafile)
+        except (ssl.SSLError, OSError) as e:
+            raise ValueError(f"cannot use {self.cafile} as the CA of the bus ({_short(e)}): it must be a PEM "
+                             "certificate (the CA that signed the Redis server's certificate)") from None
+        if not self.url.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
     def _make_client(self) -> Any:
         u = self.url
         opts: dict[str, Any] = dict(username=u.username, password=u.password, stream_timeout=self.op_timeout,
                                     connect_timeout=self.op_timeout, decode_responses=False)
-        if u.tls:
-            ctx = ssl.create_default_context(cafile=u.ca_certs)
-            if not u.verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            opts.update(ssl_context=ctx)
+        if self._ssl is not None:
+            opts.update(ssl_context=self._ssl)
         if u.cluster:
             return coredis.RedisCluster(startup_nodes=[{"host": h, "port": p} for h, p in u.nodes], **opts)
         host, port = u.nodes[0]
@@ -797,6 +821,30 @@ def _leaf(e: BaseException) -> BaseException:
     while isinstance(e, BaseExceptionGroup) and e.exceptions:
         e = e.exceptions[0]
     return e
+
+
+def _why(e: BaseException, cafile: str | None) -> tuple[str, bool]:
+    """A readable reason for a failed connection, with its fix when there is one, and
+    whether it is one that waiting will not fix."""
+    x: BaseException | None = e
+    seen = 0
+    while x is not None and seen < 10:  # coredis wraps the ssl error in its ConnectionError
+        if isinstance(x, ssl.SSLCertVerificationError):
+            reason = x.verify_message or _short(x)
+            if "mismatch" in reason:
+                return (f"the Redis server's TLS certificate does not name this host ({reason}); "
+                        "use the host name the certificate was issued for in the bus URL; retrying"), True
+            trusted = f"the CA in {cafile}" if cafile else "the system's trust store"
+            return (f"the Redis server's TLS certificate is not trusted by {trusted} ({reason}); "
+                    "pass --bus-cafile PATH (or ?ca=PATH in the URL) with the CA that signed it; retrying"), True
+        if isinstance(x, ssl.SSLError):
+            return (f"TLS with the Redis server failed ({_short(x)}); check that the port serves TLS "
+                    "(tls-port), or use redis:// for a plain one; retrying"), True
+        if isinstance(x, coredis.exceptions.AuthenticationError) or "WRONGPASS" in str(x) or "NOAUTH" in str(x):
+            return f"Redis refused the password ({_short(x)}); check the password in the bus URL; retrying", True
+        x = x.__cause__ or x.__context__
+        seen += 1
+    return f"unreachable ({type(e).__name__}: {_short(e)}); retrying with backoff", False
 
 
 def _short(e: BaseException) -> str:

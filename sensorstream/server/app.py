@@ -122,7 +122,8 @@ class Server:
         if not cfg.bus:
             return open_hub(None, limits)
         try:
-            return open_hub(cfg.bus, limits, ttl_s=cfg.bus_ttl_s, outbox_bytes=int(cfg.bus_outbox_mb * 1024 * 1024))
+            return open_hub(cfg.bus, limits, ttl_s=cfg.bus_ttl_s, outbox_bytes=int(cfg.bus_outbox_mb * 1024 * 1024),
+                            cafile=cfg.bus_cafile)
         except ValueError as e:
             raise ConfigError(f"--bus: {e}") from None
 
