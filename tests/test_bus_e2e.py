@@ -73,6 +73,16 @@ class Conn:
             return "batch", m
         return "text", json.loads(m)
 
+    async def batches(self, n, timeout=20):
+        """The next n batches, decoded (text messages in between are passed over)."""
+        got = []
+        with trio.fail_after(timeout):
+            while len(got) < n:
+                kind, m = await self.next()
+                if kind == "batch":
+                    got.append(protocol.decode_batch(m))
+        return got
+
 
 @pytest.fixture
 async def redis(tmp_path):
@@ -147,12 +157,7 @@ async def test_a_client_of_a_killed_gateway_resumes_on_another_with_no_gap_and_n
     c = await Conn.open(nursery, gw_a.port)
     epoch = c.streams()["sim/imu"]["epoch"]
     await c.ws.send_message(protocol.subscribe(["sim/imu"], ref=1))
-    seqs = []
-    with trio.fail_after(20):
-        while len(seqs) < 10:
-            kind, m = await c.next()
-            if kind == "batch":
-                seqs.append(protocol.decode_batch(m).seq)
+    seqs = [b.seq for b in await c.batches(10)]
     gw_a.kill(signal.SIGKILL)  # mid-stream, no goodbye
     with trio.fail_after(10):
         with pytest.raises(trio_websocket.ConnectionClosed):
@@ -284,14 +289,9 @@ async def test_a_rediss_bus_with_a_private_ca_and_a_password_carries_batches_and
         c = await Conn.open(nursery, gw.port)
         assert c.hello["bus"] == {"up": True}
         await c.ws.send_message(protocol.subscribe(["sim/env"], ref=1))
-        seqs = []
-        with trio.fail_after(20):
-            while len(seqs) < 3:
-                kind, m = await c.next()
-                if kind == "batch":
-                    b = protocol.decode_batch(m)
-                    assert b.key == cat["sim/env"]["key"]
-                    seqs.append(b.seq)
+        got = await c.batches(3)
+        assert {b.key for b in got} == {cat["sim/env"]["key"]}
+        seqs = [b.seq for b in got]
         assert seqs == sorted(set(seqs))
         texts = []
         for p in (pub, gw):
