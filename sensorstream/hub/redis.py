@@ -482,15 +482,14 @@ class RedisHub(LocalHub):
         if not m.active or self._mirrors.get(key) is not m:
             return
         first = m.expect is None  # a new mirror: history fills it, live goes to clients
-        log.debug("catch up key %d from %s: %s + pending %s", key, start, [e.identifier for e in entries], [_seq_and_t(d)[1] for d in m.pending])
         for e in entries:
             data = e.field_values.get(b"b")
             if data is not None:
-                k, seq, t, n = _seq_and_t(data)
+                _k, seq, t, n = _seq_and_t(data)
                 self._take(key, m, data, seq, t, n, deliver=not first)
         pending, m.pending = m.pending, []
-        for data in sorted(pending, key=lambda d: _seq_and_t(d)[1]):
-            k, seq, t, n = _seq_and_t(data)
+        # Each header parsed once (up to MAX_PENDING of them), then taken in seq order.
+        for (_k, seq, t, n), data in sorted(((_seq_and_t(d), d) for d in pending), key=lambda h: h[0][1]):
             self._take(key, m, data, seq, t, n, deliver=True)
         m.filling = False
         m.ready.set()
