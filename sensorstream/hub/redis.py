@@ -51,6 +51,7 @@ import trio
 from coredis.tokens import PureToken
 
 from .. import protocol
+from ..excgroups import leaves
 from ..protocol import Channel, StreamInfo
 from .busurl import BusURL, parse_bus_url  # noqa: F401 (re-exported)
 from .base import FRAME_OVERHEAD, Frame, HubError, HubLimits, Resumed, StreamStats, Subscriber, Subscription
@@ -561,7 +562,7 @@ class RedisHub(LocalHub):
                     # (When we are cancelled, coredis' teardown can add its own errors
                     # to the Cancelled; except* lets the Cancelled through regardless.)
                     await trio.lowlevel.checkpoint_if_cancelled()  # shutting down: nothing to report
-                    e = _leaf(group)
+                    e = next(leaves(group))  # the first real error, for one readable line
                     if self.bus.up:
                         log.warning("bus %s: lost (%s: %s)", self.url.shown, type(e).__name__, _short(e))
                     else:
@@ -722,7 +723,7 @@ class RedisHub(LocalHub):
                     for item in reversed(taken):
                         self._outbox.appendleft(item)
                         self._outbox_size += item[2].nbytes + item[3].nbytes
-                    e = _leaf(e)
+                    e = next(leaves(e))
                     log.info("bus: writing failed (%s: %s); kept for when Redis is back", type(e).__name__, _short(e))
                     await self._up_event.wait()
                     await trio.sleep(0.05)  # the session re-registers first
@@ -813,13 +814,6 @@ class RedisHub(LocalHub):
                 p.sent += 1
                 p.sent_bytes += len(item[4])
             self.bus.written += len(group)
-
-
-def _leaf(e: BaseException) -> BaseException:
-    """The first real error inside (nested) exception groups, for one readable log line."""
-    while isinstance(e, BaseExceptionGroup) and e.exceptions:
-        e = e.exceptions[0]
-    return e
 
 
 def _why(e: BaseException, cafile: str | None) -> tuple[str, bool]:
