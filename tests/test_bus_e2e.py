@@ -16,6 +16,7 @@ import trio
 import trio_websocket
 
 from sensorstream import protocol
+from sensorstream.hub.redis import history_key
 
 from .redis_util import RedisProc
 
@@ -119,6 +120,14 @@ async def _wait_catalog(port, nursery, ids):
             await trio.sleep(0.1)
 
 
+async def _wait_written_past(redis, key, seq):
+    """Until the stream's history in Redis holds a batch after `seq` (its entry ids are seqs)."""
+    last_id = "local r = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) return r[1] and r[1][1] or ''"
+    with trio.fail_after(20):
+        while int(redis.cli("eval", last_id, "1", history_key(key)).strip().split("-")[0] or -1) <= seq:
+            await trio.sleep(0.05)
+
+
 async def test_two_gateways_serve_one_publishers_streams_bit_exact_with_one_catalog(redis, procs, tmp_path, nursery):
     bus = ("--bus", redis.url)
     pub = await _serve(procs, tmp_path, "pub", *bus, "--simulate")
@@ -165,8 +174,9 @@ async def test_a_client_of_a_killed_gateway_resumes_on_another_with_no_gap_and_n
                 kind, m = await c.next()
                 if kind == "batch":
                     seqs.append(protocol.decode_batch(m).seq)
-    # The client was away for a while; the publisher went on.
-    await trio.sleep(0.3)
+    # The client was away for a while; the publisher went on: wait until Redis holds
+    # batches it never got (those are what the resume replays).
+    await _wait_written_past(redis, c.streams()["sim/imu"]["key"], seqs[-1])
     d = await Conn.open(nursery, gw_b.port)
     assert d.streams()["sim/imu"]["epoch"] == epoch
     await d.ws.send_message(protocol.subscribe(["sim/imu"], ref=2, resume={"sim/imu": (epoch, seqs[-1])}))
