@@ -67,6 +67,10 @@ class _Stream:
     def subs_changed(self) -> None:
         self._fanout = None
 
+    def forget_history(self) -> None:
+        self.history.clear()
+        self.history_bytes = 0
+
 
 def resume_from(st: _Stream, epoch: str, seq: int) -> tuple[list[Frame], Resumed]:
     """The frames after `seq` of a client that saw (epoch, seq), or why there are none.

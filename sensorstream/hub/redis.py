@@ -531,8 +531,7 @@ class RedisHub(LocalHub):
             return
         if st.info.epoch != info.epoch:
             # History lost in Redis: what this mirror holds belongs to the old epoch.
-            st.history.clear()
-            st.history_bytes = 0
+            st.forget_history()
         if info != st.info:
             if info.status != st.info.status:
                 st.stats.status_since = time.time()
@@ -693,8 +692,7 @@ class RedisHub(LocalHub):
                 m.active = False
                 del self._mirrors[key]
                 if st is not None:
-                    st.history.clear()
-                    st.history_bytes = 0
+                    st.forget_history()
                 with trio.fail_after(self.op_timeout):
                     await self._pubsub.unsubscribe(live_channel(key))
 
