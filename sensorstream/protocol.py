@@ -110,7 +110,7 @@ class StreamInfo:
             id=str(d["id"]),
             channels=tuple(Channel(str(c["name"]), str(c.get("unit", ""))) for c in d["channels"]),
             rate_hz=None if d.get("rate_hz") is None else float(d["rate_hz"]),
-            status=str(d.get("status", "live")),
+            status=str(d.get("status", LIVE)),
             device=str(d.get("device", "")),
             epoch=str(d.get("epoch", "")),
             error=None if d.get("error") is None else str(d["error"]),

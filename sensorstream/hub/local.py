@@ -120,7 +120,7 @@ class LocalHub(Hub):
         if len(self._streams) >= self.limits.max_streams:
             raise HubError("too_many_streams", f"the hub holds at most {self.limits.max_streams} streams")
         self._check_channels(channels)
-        info = StreamInfo(key=self._key_for(id), id=id, channels=channels, rate_hz=rate_hz, status="live", device=device,
+        info = StreamInfo(key=self._key_for(id), id=id, channels=channels, rate_hz=rate_hz, status=protocol.LIVE, device=device,
                           epoch=secrets.token_hex(6), commands=commands, actions=tuple(actions))
         self._install(info)
         return info

@@ -238,11 +238,11 @@ class RedisHub(LocalHub):
             if len(self._pubs) >= self.limits.max_streams:
                 raise HubError("too_many_streams", f"the hub holds at most {self.limits.max_streams} streams")
             handle = -(len(self._pubs) + 1)  # negative: never a bus key
-            p = _Pub(handle, StreamInfo(key=handle, id=id, channels=channels, rate_hz=rate_hz, status="live", device=device))
+            p = _Pub(handle, StreamInfo(key=handle, id=id, channels=channels, rate_hz=rate_hz, status=protocol.LIVE, device=device))
             self._pubs[handle] = p
             self._pub_by_id[id] = p
         p.removed = False
-        p.info = replace(p.info, channels=channels, status="live")
+        p.info = replace(p.info, channels=channels, status=protocol.LIVE)
         self._mark(p)
         for obs in self.observers:
             obs.on_stream(p.info)
@@ -506,7 +506,7 @@ class RedisHub(LocalHub):
         key = int(ev["key"])
         self._entries[key] = ev
         owner = ev.get("owner")
-        if owner and ev.get("status") == "live":
+        if owner and ev.get("status") == protocol.LIVE:
             self._alive.add(owner)  # it just wrote: it is alive
         self._refresh(key)
 
@@ -515,9 +515,9 @@ class RedisHub(LocalHub):
         e = self._entries.get(key)
         if e is None:
             return
-        status = e.get("status", "live")
+        status = e.get("status", protocol.LIVE)
         if not self.bus.up or e.get("owner") not in self._alive:
-            status = "disconnected"
+            status = protocol.DISCONNECTED
         info = StreamInfo.from_json({**e, "status": status})
         other = self._by_id.get(info.id)
         if other is not None and other != key:
