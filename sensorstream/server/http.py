@@ -299,19 +299,15 @@ async def _route(ctx: HttpContext, conn: h11.Connection, stream, req: h11.Reques
         status, body = ctx.health()
         await _respond(ctx, conn, stream, status, json.dumps(body).encode(), "application/json", head=head, cache="no-store")
         return True
+    # /metrics, and /export (data, like /ws: docs/recording.md), need the token.
+    if (path == "/metrics" or (path == "/export" and ctx.export is not None)) and not token_ok(ctx.cfg.token, target, headers):
+        ctx.stats.reject("token")
+        await _respond(ctx, conn, stream, 401, b"token required\n", "text/plain", head=head, extra=[(b"www-authenticate", b"Bearer")])
+        return True
     if path == "/metrics":
-        if not token_ok(ctx.cfg.token, target, headers):
-            ctx.stats.reject("token")
-            await _respond(ctx, conn, stream, 401, b"token required\n", "text/plain", head=head, extra=[(b"www-authenticate", b"Bearer")])
-            return True
         await _respond(ctx, conn, stream, 200, ctx.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", head=head, cache="no-store")
         return True
     if path == "/export" and ctx.export is not None:
-        # Data, like /ws: the same token (docs/recording.md).
-        if not token_ok(ctx.cfg.token, target, _headers(req)):
-            ctx.stats.reject("token")
-            await _respond(ctx, conn, stream, 401, b"token required\n", "text/plain", head=head, extra=[(b"www-authenticate", b"Bearer")])
-            return True
         status, body, ctype, extra = await ctx.export(target.partition("?")[2])
         await _respond(ctx, conn, stream, status, body, ctype, head=head, cache="no-store", extra=extra)
         return True
