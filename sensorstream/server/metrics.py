@@ -125,11 +125,12 @@ class _Collector:
             frames_out.add_metric([info.id], getattr(st, "frames_out", 0))
             samples_out.add_metric([info.id], getattr(st, "samples_out", 0))
             bytes_out.add_metric([info.id], getattr(st, "bytes_out", 0))
-            subs_total += hub.subscriber_count_of(info.key)
+            n_subs = hub.subscriber_count_of(info.key)
+            subs_total += n_subs
             live.add_metric([info.id], 1 if info.status == protocol.LIVE else 0)
             for name in protocol.STREAM_STATUSES if info.status in protocol.STREAM_STATUSES else (*protocol.STREAM_STATUSES, info.status):
                 status.add_metric([info.id, name], 1 if info.status == name else 0)
-            subs.add_metric([info.id], hub.subscriber_count_of(info.key))
+            subs.add_metric([info.id], n_subs)
             for event, n in st.source.items():
                 source.add_metric([info.id, event], n)
         yield from (batches, samples, live, status, subs, source, frames_out, samples_out, bytes_out)
