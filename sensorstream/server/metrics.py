@@ -122,9 +122,9 @@ class _Collector:
             st = hub.stats(info.key)
             batches.add_metric([info.id], st.batches)
             samples.add_metric([info.id], st.samples)
-            frames_out.add_metric([info.id], getattr(st, "frames_out", 0))
-            samples_out.add_metric([info.id], getattr(st, "samples_out", 0))
-            bytes_out.add_metric([info.id], getattr(st, "bytes_out", 0))
+            frames_out.add_metric([info.id], st.frames_out)
+            samples_out.add_metric([info.id], st.samples_out)
+            bytes_out.add_metric([info.id], st.bytes_out)
             n_subs = hub.subscriber_count_of(info.key)
             subs_total += n_subs
             live.add_metric([info.id], 1 if info.status == protocol.LIVE else 0)
