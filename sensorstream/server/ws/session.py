@@ -303,13 +303,14 @@ class ClientSession:
             return
         direct = self._direct
         if type(t) is Framed:
-            frames, size = 1, len(t.wire)
+            frames = 1
             n = direct.send_now(t.wire, 1, t.at)
         else:
-            parts = [f.wire for f in t]
-            frames, size = len(parts), sum(map(len, parts))
-            n = direct.send_now_many(parts, t[0].at)
-        if n == size:
+            frames = len(t)
+            n = direct.send_now_many([f.wire for f in t], t[0].at)
+        # All of it went out unless the write was cut short, which leaves the rest in
+        # `partial` (the connection has summed the sizes: not again here, per client).
+        if n and direct.partial is None:
             self.frames_sent += frames
             stats = self.stats
             stats.frames_sent_total += frames
