@@ -32,9 +32,6 @@ class Pong:
     def set(self) -> None:
         self.answered = True
 
-    def is_set(self) -> bool:
-        return self.answered
-
 
 class Watched(Protocol):
     """What the keeper reads and calls on a session."""
