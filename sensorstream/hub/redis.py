@@ -791,15 +791,19 @@ class RedisHub(LocalHub):
         publish = "spublish" if self.url.cluster else "publish"
         for group in rounds:
             pipe = client.pipeline(transaction=False, raise_on_error=False, timeout=self.op_timeout)
+            maxlen: dict[int, int] = {}  # per stream, once per round (not per batch)
             async with pipe:
                 for item in group:
                     p = item[0]
                     key = p.key
+                    seq = p.base + item[1]
                     if item[4] is None or item[5] != key:  # encoded once, even if written twice
-                        item[4] = protocol.encode_batch(key, p.base + item[1], item[2], item[3])
+                        item[4] = protocol.encode_batch(key, seq, item[2], item[3])
                         item[5] = key
-                    pipe.xadd(history_key(key), {b"b": item[4]}, identifier=f"{p.base + item[1]}-1",
-                              trim_strategy=PureToken.MAXLEN, threshold=p.maxlen(self.limits))
+                    if key not in maxlen:
+                        maxlen[key] = p.maxlen(self.limits)
+                    pipe.xadd(history_key(key), {b"b": item[4]}, identifier=f"{seq}-1",
+                              trim_strategy=PureToken.MAXLEN, threshold=maxlen[key])
                     getattr(pipe, publish)(live_channel(key), item[4])
             for r in pipe.results or ():
                 if isinstance(r, Exception) and "equal or smaller" not in str(r):
