@@ -13,7 +13,6 @@ import sys
 import h11
 import pytest
 import trio
-import trio.testing
 
 from sensorstream.alerts import parse_rules
 from sensorstream.alerts.monitor import AlertMonitor
@@ -285,11 +284,6 @@ class Recorder:
         msg = json.loads(text)
         if msg["type"] == "alert":
             self.texts.append(msg)
-
-
-@pytest.fixture
-def autojump():
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 async def test_a_disconnected_stream_alert_waits_for_its_hold_on_the_clock(autojump_clock):
