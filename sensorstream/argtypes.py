@@ -141,7 +141,7 @@ def late(spec: str) -> tuple[str, float]:
     sid, _, delay = spec.rpartition(":")
     if not sid:
         raise argparse.ArgumentTypeError(f"expected ID:SECONDS, e.g. sim/late:2, not {spec!r}")
-    return stream_id(sid), number(0)(delay)
+    return stream_id(sid), nonnegative_float(delay)
 
 
 def serial_port(spec: str) -> str:
