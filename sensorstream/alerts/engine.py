@@ -193,12 +193,10 @@ class AlertEngine:
         for inst in insts:
             inst.bind(info)
         self._infos[info.key] = info
-        out: list[Transition] = []
         for inst in insts:
             if inst.rule.is_status:
                 self._status_changed(inst, info.status in inst.rule.status, now)
-        out.extend(self.tick(now, wall, keys=(info.key,)))
-        return out
+        return self.tick(now, wall, keys=(info.key,))
 
     def on_removed(self, key: int, wall: float) -> list[Transition]:
         """A stream left the catalog: its firing alerts resolve (nothing is left to watch)."""
