@@ -7,6 +7,7 @@ import json
 
 import pytest
 import trio
+import trio.testing
 
 from sensorstream import protocol
 from sensorstream.commands.checksum import CHECKSUMS, append_checksum, crc8, crc16_modbus, sum8, xor8
@@ -142,6 +143,24 @@ def test_a_device_port_refuses_when_disconnected_and_fails_what_is_queued_on_unp
     port.submit(b"abc", lambda code, n: results.append((code, n)))
     port.set_connected(False)
     assert results == [(None, 5), ("disconnected", 0)]
+
+
+async def test_wait_connected_returns_when_the_source_opens_the_device_and_not_after_it_closed():
+    port = DevicePort("serial/x")
+    woke = []
+
+    async def waiter():
+        await port.wait_connected()
+        woke.append(port.connected)
+
+    for opens in (1, 2):  # the first open, and again after the device went away
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert woke == [True] * (opens - 1)
+            port.set_connected(True)
+        assert woke == [True] * opens
+        port.set_connected(False)
 
 
 # ----------------------------------------------------------------- console

@@ -75,8 +75,7 @@ async def serial_source(nursery, server, device: Device, sid="serial/dev", profi
     feed = await nursery.start(functools.partial(run_serial, server.hub, spec, port=port, window_s=0.02))
     # The port opens right after the stream is announced; a command needs it open.
     with trio.fail_after(10):
-        while not port.connected:
-            await trio.sleep(0.005)
+        await port.wait_connected()
     return feed
 
 
@@ -389,8 +388,7 @@ async def test_polls_arrive_on_schedule_with_their_checksum(device, mock_clock):
     arrivals: dict[float, bytes] = {}  # virtual time since the port opened -> bytes read then
     async with trio.open_nursery() as nursery:
         await nursery.start(functools.partial(run_serial, hub, spec, port=port, window_s=0.02))
-        while not port.connected:
-            await trio.sleep(0.001)
+        await port.wait_connected()
         t0 = trio.current_time()
         while max(arrivals, default=0) < 0.75:
             await trio.lowlevel.wait_readable(device.master)

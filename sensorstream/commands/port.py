@@ -48,6 +48,7 @@ class DevicePort:
         self.polls_sent = 0
         self.polls_skipped = 0  # due while the device was away or its queue full
         self._wake = trio.Event()
+        self._up = trio.Event()  # set while connected; a fresh one after each disconnect
 
     # ---- server side: synchronous, never waits
 
@@ -64,9 +65,17 @@ class DevicePort:
 
     def set_connected(self, up: bool) -> None:
         self.connected = up
-        if not up:
+        if up:
+            self._up.set()
+        else:
+            if self._up.is_set():
+                self._up = trio.Event()
             for done, _ in self.queue.clear():
                 done("disconnected", 0)
+
+    async def wait_connected(self) -> None:
+        """Return once the source has the device open (at once if it has it open now)."""
+        await self._up.wait()
 
     def wrote(self, n: int) -> None:
         self.bytes_written += n
