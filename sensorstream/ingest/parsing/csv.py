@@ -39,7 +39,6 @@ class CsvFormat:
     def __init__(self, table: ChannelTable, counters: ParseCounters, names: Sequence[str]):
         self.table = table
         self.counters = counters
-        self.timestamp_field = table.timestamp_field
         self._names_in = list(names)
         self._ncols: int | None = None
         self._ts_col: int | None = None
@@ -51,8 +50,9 @@ class CsvFormat:
         """Set the column count; name any new columns; channels only ever grow."""
         self._ncols = ncols
         names = self._names_in + [f"ch{i}" for i in range(len(self._names_in), ncols)]
-        if self.timestamp_field is not None and self.timestamp_field in names[:ncols]:
-            self._ts_col = names.index(self.timestamp_field)
+        ts_field = self.table.timestamp_field
+        if ts_field is not None and ts_field in names[:ncols]:
+            self._ts_col = names.index(ts_field)
         for col in range(ncols):
             if col != self._ts_col and names[col] not in self.table.names and len(self.table) < self.table.max_channels:
                 self.table.add(names[col])

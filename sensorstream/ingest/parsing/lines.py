@@ -78,7 +78,6 @@ class LineParser:
         self.format = fmt
         self.counters = ParseCounters()
         self.max_channels = max_channels
-        self.timestamp_field = timestamp_field
         self._ts_scale = TIME_UNITS[timestamp_unit]
         self._clock = clock if clock is not None else ClockMapper()
         self._framer = Framer(text=True, max_len=max_line, discard_first=discard_first_partial)
