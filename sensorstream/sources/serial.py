@@ -30,6 +30,7 @@ import serial
 import serial.tools.list_ports
 import trio
 
+from ..alerts.rules import AlertRule, parse_rules
 from ..commands.port import DevicePort
 from ..commands.profile import parse_actions, parse_polls
 from ..hub import Hub
@@ -67,6 +68,7 @@ class SerialSpec:
     device: str = ""
     rate_hz: float | None = None
     profile: dict[str, Any] = field(default_factory=dict)  # the TOML document (format, channels)
+    alerts: tuple[AlertRule, ...] = ()  # the profile's [[alerts]], checked (the server evaluates them)
 
     @property
     def is_url(self) -> bool:
@@ -92,10 +94,8 @@ def spec_from_arg(arg: str, default_baud: int = 115200) -> SerialSpec:
     return SerialSpec(stream_id=f"serial/{_slug(name)}", path=path, baud=baud, device="serial")
 
 
-def alert_rules(doc: dict[str, Any], stream_id: str, where: str | os.PathLike) -> list:
+def alert_rules(doc: dict[str, Any], stream_id: str, where: str | os.PathLike) -> list[AlertRule]:
     """The profile's [[alerts]] for its stream (RuleError, a ValueError, says what is wrong)."""
-    from ..alerts.rules import parse_rules
-
     return parse_rules(doc.get("alerts"), str(where), stream=stream_id)
 
 
@@ -113,7 +113,7 @@ def load_device_profile(path: str | os.PathLike) -> SerialSpec:
     sid = stream.get("id") or f"serial/{_slug(Path(path).stem)}"
     rate = stream.get("rate_hz")
     try:
-        alert_rules(doc, str(sid), path)  # checked now, like the formats: a bad limit is a start-up error
+        alerts = alert_rules(doc, str(sid), path)  # checked now, like the formats: a bad limit is a start-up error
     except ValueError as e:
         raise profile_schema.ProfileError(str(e)) from None
     return SerialSpec(
@@ -125,6 +125,7 @@ def load_device_profile(path: str | os.PathLike) -> SerialSpec:
         device=str(stream.get("device", "")),
         rate_hz=None if rate is None else float(rate),
         profile=doc,
+        alerts=tuple(alerts),
     )
 
 

@@ -97,8 +97,6 @@ def alert_rules(cfg: ServerConfig) -> list:
     for p, _ in _sim_profiles(cfg):
         rules += p.alerts
     if cfg.serial or cfg.devices:
-        from .serial import alert_rules as profile_rules
-
         for spec in serial_specs(cfg):
-            rules += profile_rules(spec.profile, spec.stream_id, spec.stream_id)
+            rules += spec.alerts
     return rules
