@@ -204,6 +204,38 @@ async def test_redis_restarted_empty_everything_recovers_and_the_loss_is_reporte
     assert got.resumed["dev/a"].to_json() == {"recovered": True, "batches": 9}
 
 
+async def test_after_an_empty_restart_each_stream_continues_from_its_own_first_held_batch(redis, nursery):
+    # Two streams' batches interleave in the publisher's outbox: where the new
+    # epoch of dev/a starts must come from dev/a's first held batch, even when
+    # dev/b's batch is at the head of the outbox.
+    pub = await start_hub(nursery, redis.url)
+    gw = await start_hub(nursery, redis.url)
+    ha = pub.add_stream("dev/a", [Channel("x")]).key
+    hb = pub.add_stream("dev/b", [Channel("x")]).key
+    await eventually(lambda: gw.stream_by_id("dev/a") is not None and gw.stream_by_id("dev/b") is not None)
+    await gw.ready(["dev/*"])
+    sink = Sink()
+    gw.attach(sink)
+    gw.subscribe(sink, ["dev/*"])
+    for i in range(10):
+        pub.publish(hb, i, *batch(i, c=1))
+        pub.publish(ha, i, *batch(i, c=1))
+    await eventually(lambda: len(sink.frames) == 20)
+    old = gw.stream_by_id("dev/a")
+    pub.outbox_batches = 8
+    await redis.stop()
+    await eventually(lambda: not gw.bus.up and not pub.bus.up)
+    for i in range(10, 20):  # held: b16, a16, ... b19, a19 (b at the head)
+        pub.publish(hb, i, *batch(i, c=1))
+        pub.publish(ha, i, *batch(i, c=1))
+    assert pub._outbox[0][0] is not pub._outbox[1][0]
+    await redis.start()
+    await eventually(lambda: gw.bus.up and pub.bus.up and gw.stream_by_id("dev/a").status == "live", timeout=10)
+    await eventually(lambda: max(f.seq for f in sink.frames if f.key == old.key) == 19, timeout=10)
+    got = gw.subscribe(Sink(), ["dev/a"], resume={"dev/a": (old.epoch, 15)})
+    assert got.resumed["dev/a"].to_json() == {"recovered": True, "batches": 4}
+
+
 async def test_publisher_outbox_is_bounded_and_drops_the_oldest_while_redis_is_down(redis, nursery):
     pub = await start_hub(nursery, redis.url, outbox_batches=8)
     h = pub.add_stream("dev/a", [Channel("x")]).key

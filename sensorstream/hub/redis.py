@@ -726,6 +726,12 @@ class RedisHub(LocalHub):
                     await self._up_event.wait()
                     await trio.sleep(0.05)  # the session re-registers first
 
+    def _first_held(self, p: _Pub) -> int:
+        """The local seq of p's oldest batch still waiting in the outbox (its next one
+        if none): where p's history in Redis goes on. Streams interleave in the outbox,
+        so its head may be another stream's."""
+        return next((item[1] for item in self._outbox if item[0] is p), p.stats.batches)
+
     async def _register(self, client: Any, p: _Pub) -> None:
         with trio.fail_after(self.op_timeout):
             key = int(await client.eval(ALLOCATE, keys=[IDS, KEYS, KEYSEQ], args=[p.info.id, p.key or 0]))
@@ -739,7 +745,7 @@ class RedisHub(LocalHub):
                 # Our entry is gone (flush, failover): this history starts afresh, and
                 # says which epoch and seq it continues.
                 epoch = secrets.token_hex(6)
-                first = p.base + (self._outbox[0][1] if self._outbox and self._outbox[0][0] is p else p.stats.batches)
+                first = p.base + self._first_held(p)
                 continues = {"epoch": p.epoch, "seq": first}
             else:
                 epoch = secrets.token_hex(6)
@@ -748,8 +754,7 @@ class RedisHub(LocalHub):
                 nxt = int(last[0].identifier.split(b"-")[0]) + 1 if last else 0
                 if old and old.get("next_seq"):
                     nxt = max(nxt, int(old["next_seq"]))
-                pending = [item[1] for item in self._outbox if item[0] is p]
-                p.base = nxt - (pending[0] if pending else p.stats.batches)
+                p.base = nxt - self._first_held(p)
         if p.key is not None and p.key != key:
             self._pub_by_key.pop(p.key, None)
         p.key, p.epoch = key, epoch
