@@ -5,7 +5,7 @@ import pytest
 import wsproto
 from wsproto.events import AcceptConnection, BytesMessage, Ping, Request, TextMessage
 
-from sensorstream.server.ws import ws_binary_frame, ws_ping_frame, ws_text_frame
+from sensorstream.server.ws import Framer, ws_binary_frame, ws_ping_frame, ws_text_frame
 
 
 def _client_reading(data: bytes) -> list:
@@ -36,3 +36,15 @@ def test_ping_frame():
     assert isinstance(ev, Ping) and ev.payload == b"\x00" * 7 + b"\x05"
     with pytest.raises(ValueError):
         ws_ping_frame(b"x" * 126)
+
+
+def test_framer_frames_a_notice_once_for_every_client():
+    """The hub hands the same notice (str) to every client in turn: one framing."""
+    framer = Framer()
+    notice = '{"type": "stream_removed", "key": 3}'
+    wire = framer.text(notice)
+    assert all(framer.text(notice) is wire for _ in range(3))
+    (ev,) = _client_reading(wire)
+    assert isinstance(ev, TextMessage) and ev.data == notice
+    other = framer.text("é")
+    assert other is not wire and _client_reading(other)[0].data == "é"

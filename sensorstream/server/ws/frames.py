@@ -68,11 +68,13 @@ class Framer:
     once. (A cache keyed on every frame would hold them; the hub's history
     holds only payloads, so it costs what its byte cap says.)"""
 
-    __slots__ = ("_frame", "_framed")
+    __slots__ = ("_frame", "_framed", "_text", "_text_wire")
 
     def __init__(self):
         self._frame: Frame | None = None
         self._framed: Framed | None = None
+        self._text: str | None = None
+        self._text_wire = b""
 
     def of(self, frame: Frame) -> Framed:
         if frame is self._frame:
@@ -81,3 +83,10 @@ class Framer:
         framed = Framed(frame.key, ws_binary_frame(p), len(p), trio.current_time())
         self._frame, self._framed = frame, framed
         return framed
+
+    def text(self, text: str) -> bytes:
+        """`text` as a text frame. The hub hands a notice (a catalog change, an
+        alert) to every client in turn, the same str each time: framed once."""
+        if text is not self._text:
+            self._text, self._text_wire = text, ws_text_frame(text)
+        return self._text_wire

@@ -345,8 +345,9 @@ class ClientSession:
     def reply(self, text: str) -> None:
         """Send a control message: now if nothing is ahead of it, else queued (never dropped)."""
         d = self._direct
-        # Framed only when it can go out now (the sender frames queued text itself).
-        if d is not None and d.idle and not self.outbox and self._write_now(ws_text_frame(text)):
+        # Framed only when it can go out now (the sender frames queued text itself),
+        # and once for all clients when it is a notice to all (Framer.text).
+        if d is not None and d.idle and not self.outbox and self._write_now(self.ctx.framer.text(text)):
             return
         if self.tick is not None:
             self.flush_tick()
