@@ -59,7 +59,8 @@ export function rgba(css) {
   return v;
 }
 function pack(r, g, b) { return ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0; }
-function solid32(css, bgCss) {
+/** css blended over bgCss as one opaque RGBA pixel (little-endian Uint32, for ImageData). */
+export function solid32(css, bgCss) {
   const [r, g, b, a] = rgba(css), [R, G, B] = rgba(bgCss);
   return pack(Math.round(r * a + R * (1 - a)), Math.round(g * a + G * (1 - a)), Math.round(b * a + B * (1 - a)));
 }

@@ -4,7 +4,7 @@
 // second, in a Web Worker; the main thread only copies the newest samples out of
 // the ring and draws the result (one min/max pair per pixel column per channel).
 import { spectra, peakIndex, peakFrequency } from "../fft.js";
-import { niceStep, formatValue, rgba } from "../chart.js";
+import { niceStep, formatValue, solid32 } from "../chart.js";
 import { h, SpectrumWorkerPool } from "./util.js";
 
 export const NFFT = 4096;
@@ -145,13 +145,13 @@ export class SpectrumView {
       this.img = ctx.createImageData(pw, ph);
       this.px = new Uint32Array(this.img.data.buffer);
     }
-    const px = this.px, bg = packed(theme.bg, theme.bg), grid = packed(theme.grid, theme.bg);
+    const px = this.px, bg = solid32(theme.bg, theme.bg), grid = solid32(theme.grid, theme.bg);
     px.fill(bg);
     for (const v of yTicks) { const y = Math.round(Y(v)) - padT; if (y >= 0 && y < ph) px.fill(grid, y * pw, y * pw + pw); }
     for (const f of fTicks) { const x = Math.round(X(f)) - padL; if (x >= 0 && x < pw) for (let y = 0; y < ph; y++) px[y * pw + x] = grid; }
     const perCol = (bins - 1) / pw;
     for (const { c, amp } of r.chans) {
-      const col = packed(theme.palette[c % theme.palette.length], theme.bg);
+      const col = solid32(theme.palette[c % theme.palette.length], theme.bg);
       let prev = NaN;
       for (let x = 0; x < pw; x++) {
         // the bins of this pixel column (at least one: with few bins, interpolate between them)
@@ -231,13 +231,6 @@ export class SpectrumView {
 
   state() { return { scale: this.scale }; }
   destroy() {}
-}
-
-/** A CSS colour over a background as one little-endian RGBA32 pixel. */
-function packed(css, bgCss) {
-  const [r, g, b, a] = rgba(css), [R, G, B] = rgba(bgCss);
-  const m = (x, y) => Math.round(x * a + y * (1 - a));
-  return ((255 << 24) | (m(b, B) << 16) | (m(g, G) << 8) | m(r, R)) >>> 0;
 }
 
 /** Copy n logical samples from index i0 of a ring array (two typed-array copies at most). */
