@@ -3,19 +3,15 @@
 // hex), a history recalled with ↑/↓, the device's console lines, and the
 // profile's [[actions]] as buttons and sliders. Wire messages: docs/protocol.md.
 
-import { h } from "./views/util.js";
+import { h, loadJSON, saveJSON } from "./views/util.js";
 
 const EOLS = [["none", "None"], ["lf", "LF"], ["cr", "CR"], ["crlf", "CR+LF"]];
 const HISTORY_MAX = 50;          // commands remembered per stream (and in localStorage)
 const CONSOLE_MAX = 200;         // console lines kept on screen per stream
 const STORE = "sensorstream.commands";
 
-function load(key, fallback) {
-  try { const v = JSON.parse(localStorage.getItem(`${STORE}.${key}`)); return v ?? fallback; } catch { return fallback; }
-}
-function save(key, value) {
-  try { localStorage.setItem(`${STORE}.${key}`, JSON.stringify(value)); } catch { /* storage off */ }
-}
+const load = (key, fallback) => loadJSON(`${STORE}.${key}`, fallback);
+const save = (key, value) => saveJSON(`${STORE}.${key}`, value);
 
 /** "RATE {value}\n" with value 250 -> "RATE 250\n" ({{ and }} are braces), like the server's templates. */
 export function renderTemplate(template, value) {

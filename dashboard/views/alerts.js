@@ -4,7 +4,7 @@
 // the time band an alert fired in; gauges turn amber (warning) or red (critical).
 // Acknowledgements and ad-hoc limits are this browser's only (localStorage).
 
-import { h } from "./util.js";
+import { h, loadJSON, saveJSON } from "./util.js";
 
 const MAX_EVENTS = 200;       // rows kept in the list
 const MAX_BANDS = 64;         // shaded bands kept per stream
@@ -14,19 +14,10 @@ const ACK_KEY = "sensorstream.acked";
 const alerts = new Map();     // alert id -> {id, stream, channel, severity, state, value, t, message, above, below, local}
 const events = [];            // newest first: {id, stream, channel, state, severity, value, t, message, local}
 const bands = new Map();      // stream id -> [{id, channel, severity, t0, t1|null}]
-let acked = new Set();        // `${id}@${t of its firing}`: acknowledged firings
-let limits = {};              // `${stream}\u0000${channel}` -> {above, below}
+let acked = new Set(loadJSON(ACK_KEY, []));   // `${id}@${t of its firing}`: acknowledged firings
+const limits = loadJSON(LIMITS_KEY, {});     // `${stream}\u0000${channel}` -> {above, below}
 let panel = null, list = null, countEl = null;
 let dirty = true;
-
-function load(key, fallback) {
-  try { const v = JSON.parse(localStorage.getItem(key)); return v ?? fallback; } catch { return fallback; }
-}
-function save(key, value) {
-  try { localStorage.setItem(key, JSON.stringify(value)); } catch { /* storage off */ }
-}
-acked = new Set(load(ACK_KEY, []));
-limits = load(LIMITS_KEY, {});
 
 /** One transition (a server `alert` message, or a local limit crossing). */
 export function onAlert(msg, local = false) {
@@ -84,7 +75,7 @@ export function isAcked(a) {
 function ack(a) {
   acked.add(`${a.id}@${a.firedAt}`);
   if (acked.size > 500) acked = new Set([...acked].slice(-400));
-  save(ACK_KEY, [...acked]);
+  saveJSON(ACK_KEY, [...acked]);
   dirty = true;
 }
 
@@ -99,7 +90,7 @@ export function setLimit(streamId, channel, above, below) {
   const ok = (x) => typeof x === "number" && Number.isFinite(x);
   if (!ok(above) && !ok(below)) delete limits[k];
   else limits[k] = { above: ok(above) ? above : null, below: ok(below) ? below : null };
-  save(LIMITS_KEY, limits);
+  saveJSON(LIMITS_KEY, limits);
   const id = `local:${streamId}:${channel}`;
   const a = alerts.get(id);
   if (a && a.state === "firing") onAlert({ ...a, state: "resolved", t: Date.now() / 1000 }, true);   // a changed limit starts over

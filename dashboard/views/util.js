@@ -13,6 +13,14 @@ export function h(tag, attrs = {}, ...kids) {
   return el;
 }
 
+/** A JSON value kept in localStorage, or `fallback` (nothing stored, unreadable, storage off). */
+export function loadJSON(key, fallback) {
+  try { const v = JSON.parse(localStorage.getItem(key)); return v ?? fallback; } catch { return fallback; }
+}
+export function saveJSON(key, value) {
+  try { localStorage.setItem(key, JSON.stringify(value)); } catch { /* storage off */ }
+}
+
 /**
  * One module worker for every Spectrum view (started on first use). Requests are
  * answered in order; the samples are transferred, not copied. Where a worker
