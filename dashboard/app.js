@@ -8,7 +8,7 @@ import { Chart, formatValue, clockLabel, LANE_GAP, LANE_MIN_PX } from "./chart.j
 import { seriesToCsv, downloadText } from "./csv.js";
 import { resumePoints, applyResumed, noteEpoch } from "./resume.js";
 import { streamBadge, accessText, AccessProbe, NO_SOURCES } from "./status.js";
-import { attachViews } from "./views/index.js";
+import { attachViews, spanOf } from "./views/index.js";
 import { spectrumStats } from "./views/spectrum.js";
 import { onAlert, mountPanel as mountAlertPanel, renderPanel as renderAlertPanel, snapshot as alertsSnapshot, setLimit } from "./views/alerts.js";
 import * as layout from "./views/layout.js";
@@ -720,8 +720,7 @@ function tick(now) {
   const t0 = performance.now();
   let drew = 0;
   for (const sv of streams.values()) {
-    const ch = sv.chart, z = sv.zoom;   // a zoomed time axis (views/index.js) replaces the window
-    const te = z ? z[1] : tEnd, ws = z ? z[1] - z[0] : state.windowS;
+    const ch = sv.chart, [te, ws] = spanOf(sv, tEnd, state.windowS);   // a zoom (views/index.js) replaces the window
     if (ch.needsDraw(te, ws, state.paused)) {
       ch.draw(te, ws, theme, stats);
       if (ch.hoverX !== null) sv.updateTip();

@@ -19,6 +19,12 @@ import { bandsOf, checkLimits, limitOf, serverLimitsOf } from "./alerts.js";
 import * as layout from "./layout.js";
 
 export const VIEW_KINDS = [["time", "Time"], ["spectrum", "Spectrum"], ["xy", "XY"], ["gauge", "Gauge"]];
+
+/** The time axis a stream shows: its zoom if it has one, else the page's window ending at tEnd. */
+export function spanOf(sv, tEnd, windowS) {
+  return sv.zoom ? [sv.zoom[1], sv.zoom[1] - sv.zoom[0]] : [tEnd, windowS];
+}
+
 const STATS_EVERY_MS = 500;
 const BAND_FILL = {
   light: { critical: "rgba(209, 53, 43, 0.16)", warning: "rgba(199, 119, 0, 0.16)" },
@@ -150,7 +156,7 @@ class CardViews {
   /** Per animation frame: the other views draw themselves when they need to. Returns views drawn. */
   frame(now, tEnd, windowS, theme) {
     let drew = 0;
-    const [te, ws] = this.sv.zoom ? [this.sv.zoom[1], this.sv.zoom[1] - this.sv.zoom[0]] : [tEnd, windowS];
+    const [te, ws] = spanOf(this.sv, tEnd, windowS);
     for (const v of this.views.values()) if (v.frame(now, te, ws, theme)) drew++;
     return drew;
   }
@@ -161,7 +167,7 @@ class CardViews {
     checkLimits(sv, this.limitState);
     const zoomed = !!(sv.zoom || (sv.yZoom && Object.keys(sv.yZoom).length));
     if (this.zoomBadge.hidden === zoomed) this.zoomBadge.hidden = !zoomed;
-    const [te, ws] = sv.zoom ? [sv.zoom[1], sv.zoom[1] - sv.zoom[0]] : [tEnd, windowS];
+    const [te, ws] = spanOf(sv, tEnd, windowS);
     this.views.get("gauge")?.update(te, ws, theme);
     const now = performance.now();
     if (this.kinds.has("time") && now - this.statsAt >= STATS_EVERY_MS) { this.statsAt = now; this.legendStats(); }
