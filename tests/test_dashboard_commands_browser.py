@@ -11,6 +11,7 @@ writes the device's replies into it. Waits are bounded waits on page state.
 from __future__ import annotations
 
 import os
+import select
 import time
 import tty
 
@@ -52,16 +53,14 @@ def page(browser, server, device):
 
 
 def read_device(device, n: int, timeout: float = 15.0) -> bytes:
-    """n bytes from the device side of the pty (bounded wait: nothing announces them)."""
+    """n bytes from the device side of the pty (waiting until it is readable, bounded)."""
     got = b""
     deadline = time.monotonic() + timeout
     while len(got) < n:
-        try:
-            got += os.read(device[0], 4096)
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the device got {got!r}, expected {n} bytes") from None
-            time.sleep(0.01)  # poll interval of a non-blocking read, not synchronisation
+        readable, _, _ = select.select([device[0]], [], [], max(0.0, deadline - time.monotonic()))
+        if not readable:
+            raise TimeoutError(f"the device got {got!r}, expected {n} bytes")
+        got += os.read(device[0], 4096)
     return got
 
 
