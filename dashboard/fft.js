@@ -101,12 +101,6 @@ export function onGrid(t, v, g) {
   return x;
 }
 
-/** Samples onto an even grid: {x, fs, resampled} (see gridOf). */
-export function evenGrid(t, v) {
-  const g = gridOf(t);
-  return { x: onGrid(t, v, g), fs: 1 / g.step, resampled: !g.even };
-}
-
 function fillNaN(x) {
   let last = NaN, firstGood = -1;
   for (let i = 0; i < x.length; i++) {
@@ -210,18 +204,6 @@ export function spectra(t, vs, maxN = 4096, maxSegs = 8) {
     }
   }
   return out;
-}
-
-/**
- * The spectrum of one channel's samples: {amp, fs, nfft, segs, resampled, df}.
- * nfft is `maxN` or, with fewer samples, the largest power of two they fill.
- */
-export function spectrum(t, v, maxN = 4096, maxSegs = 8) {
-  const { x, fs, resampled } = evenGrid(t, v);
-  const nfft = Math.min(maxN, pow2Floor(x.length));
-  if (nfft < 16 || !(fs > 0)) return null;
-  const { amp, segs } = welch(x, nfft, maxSegs);
-  return { amp, fs, nfft, segs, resampled, df: fs / nfft };
 }
 
 /** Index of the largest value in amp[from, to) (skipping DC by default). */
