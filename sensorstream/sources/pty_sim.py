@@ -102,7 +102,7 @@ async def _read_commands(master: int, commands: SimCommands, replies: list[str])
             continue
         except OSError:
             return  # the other side closed (EIO): nothing more will come
-        *lines, pending = (pending + data).replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        pending = pending[-1024:]  # a line without an end is kept only so long
-        for line in lines:
-            replies.extend(commands.feed(line))
+        data = pending + data
+        end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1  # the complete lines; SimCommands splits them
+        replies.extend(commands.feed(data[:end]))
+        pending = data[end:][-1024:]  # a line without an end is kept only so long
