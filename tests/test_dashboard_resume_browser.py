@@ -5,19 +5,13 @@ Fails (not skips) under CI=true without chromium, like tests/test_dashboard_brow
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from .browser_util import CHROMIUM, ServerProcess, chromium_path
+from .browser_util import ServerProcess, require_browser
 
 pytestmark = pytest.mark.browser
 
-if os.environ.get("CI") == "true" and not os.path.exists(CHROMIUM):
-    pytest.fail(f"chromium is required in CI ({CHROMIUM} missing)", pytrace=False)
-if chromium_path() is None:
-    pytest.skip(f"chromium not installed ({CHROMIUM})", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+require_browser()  # fails under CI=true without chromium or playwright, skips elsewhere
 
 IDS = ["sim/env", "sim/imu", "sim/power"]
 WAIT = 20_000
