@@ -83,7 +83,6 @@ class RecordingWriter:
         self._channels: dict[int, tuple[StreamInfo, int]] = {}  # stream key -> (layout, MCAP channel id)
         self._open: dict[int, _Open] = {}  # stream key -> its open chunk
         self._open_bytes = 0
-        self.messages = 0
         self.closed = False
 
     def _channel(self, info: StreamInfo) -> int:
@@ -96,10 +95,6 @@ class RecordingWriter:
         self._channels[info.key] = (layout, cid)
         return cid
 
-    @property
-    def open_messages(self) -> int:
-        return sum(len(o.messages) for o in self._open.values())
-
     def write(self, info: StreamInfo, seq: int, t_last: float, payload: bytes | memoryview, received: float, now: float = 0.0) -> None:
         o = self._open.get(info.key)
         if o is not None and o.info is not info and o.layout != replace(info, status="live"):
@@ -110,7 +105,6 @@ class RecordingWriter:
         o.messages.append((to_ns(t_last), to_ns(received), payload, seq & 0xFFFFFFFF))
         o.bytes += len(payload)
         self._open_bytes += len(payload)
-        self.messages += 1
         if o.bytes >= self.chunk_bytes:
             self._flush_stream(info.key)
         elif self._open_bytes > OPEN_BYTES_FACTOR * self.chunk_bytes:
