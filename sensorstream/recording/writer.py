@@ -47,14 +47,19 @@ DEFAULT_WRITE_INTERVAL = 0.2
 OPEN_BYTES_FACTOR = 4  # open chunks of all streams together hold at most this many chunk_bytes
 
 
+def _layout(info: StreamInfo) -> StreamInfo:
+    """What decides a batch's MCAP channel: the description without its live status."""
+    return replace(info, status="live")
+
+
 class _Open:
     """One stream's open chunk: its batches, not yet handed to mcap."""
 
     __slots__ = ("info", "layout", "messages", "bytes", "opened_at")
 
-    def __init__(self, info: StreamInfo, layout: StreamInfo, now: float):
+    def __init__(self, info: StreamInfo, now: float):
         self.info = info
-        self.layout = layout
+        self.layout = _layout(info)
         self.messages: list[tuple[int, int, bytes | memoryview, int]] = []  # (log ns, publish ns, payload, seq)
         self.bytes = 0
         self.opened_at = now
@@ -85,23 +90,22 @@ class RecordingWriter:
         self._open_bytes = 0
         self.closed = False
 
-    def _channel(self, info: StreamInfo) -> int:
-        layout = replace(info, status="live")
-        known = self._channels.get(info.key)
-        if known is not None and known[0] == layout:
+    def _channel(self, o: _Open) -> int:
+        known = self._channels.get(o.info.key)
+        if known is not None and known[0] == o.layout:
             return known[1]
-        cid = self._mcap.register_channel(topic=info.id, message_encoding=MESSAGE_ENCODING, schema_id=0,
-                                          metadata=channel_metadata(info))
-        self._channels[info.key] = (layout, cid)
+        cid = self._mcap.register_channel(topic=o.info.id, message_encoding=MESSAGE_ENCODING, schema_id=0,
+                                          metadata=channel_metadata(o.info))
+        self._channels[o.info.key] = (o.layout, cid)
         return cid
 
     def write(self, info: StreamInfo, seq: int, t_last: float, payload: bytes | memoryview, received: float, now: float = 0.0) -> None:
         o = self._open.get(info.key)
-        if o is not None and o.info is not info and o.layout != replace(info, status="live"):
+        if o is not None and o.info is not info and o.layout != _layout(info):
             self._flush_stream(info.key)  # a new layout starts a new chunk
             o = None
         if o is None:
-            o = self._open[info.key] = _Open(info, replace(info, status="live"), now)
+            o = self._open[info.key] = _Open(info, now)
         o.messages.append((to_ns(t_last), to_ns(received), payload, seq & 0xFFFFFFFF))
         o.bytes += len(payload)
         self._open_bytes += len(payload)
@@ -118,7 +122,7 @@ class RecordingWriter:
         self._open_bytes -= o.bytes
         # The channel record goes into this stream's own chunk, ahead of its
         # messages, so a reader of a truncated file finds it where it needs it.
-        cid = self._channel(o.info)
+        cid = self._channel(o)
         add = self._mcap.add_message
         for log_ns, pub_ns, payload, seq in o.messages:
             add(cid, log_time=log_ns, data=payload, publish_time=pub_ns, sequence=seq)
