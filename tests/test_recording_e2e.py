@@ -3,24 +3,17 @@ are compared with what the clients received, batch by batch, by seq."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import trio
-import zstandard
-from mcap.exceptions import McapError
 from mcap.reader import make_reader
-from mcap.records import Message
-from mcap.stream_reader import StreamReader
 
 from sensorstream import recording
 from sensorstream.client import open_client
@@ -30,6 +23,7 @@ from sensorstream.recording.writer import Recorder, RecorderConfig
 from sensorstream.server.app import Server
 
 from .test_cli import ROOT, read_all, start_serve
+from .test_recording import _stream_reader_messages
 
 
 async def collect(client, until, got=None) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
@@ -134,17 +128,6 @@ async def test_serve_record_refuses_an_unwritable_directory_in_one_line(tmp_path
     assert "--record" in err and "writable directory" in err and len(err.strip().splitlines()) == 1
 
 
-def _stream_reader_messages(path: Path) -> list[Message]:
-    out = []
-    try:
-        for r in StreamReader(io.BytesIO(path.read_bytes()), record_size_limit=None).records:
-            if isinstance(r, Message):
-                out.append(r)
-    except (McapError, struct.error, zstandard.ZstdError):
-        pass
-    return out
-
-
 async def test_sigkill_of_serve_record_keeps_all_but_the_last_second(tmp_path):
     proc, port, _ = await start_serve("--simulate", "--record", str(tmp_path))
     try:
@@ -168,7 +151,7 @@ async def test_sigkill_of_serve_record_keeps_all_but_the_last_second(tmp_path):
         last_recorded_t = max(float(t[-1]) for t, _ in recorded.values())
         assert last_recorded_t >= last_live_t - 1.2 - 0.5  # (+0.5 s: the client saw the kill late)
         n = sum(1 for _ in rec.messages())
-    assert len(_stream_reader_messages(path)) == n  # mcap's own reader gets every complete chunk
+    assert len(_stream_reader_messages(path.read_bytes())) == n  # mcap's own reader gets every complete chunk
     out = await trio.run_process([sys.executable, "-m", "sensorstream", "recover", str(path)], capture_stdout=True,
                                  capture_stderr=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
     assert b"batches" in out.stdout
