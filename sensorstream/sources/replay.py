@@ -97,6 +97,7 @@ class Replay:
         self._seek: float | None = None
         self._keys: dict[str, int] = {}
         self._layout: dict[str, RecordedStream] = {}
+        self._last_t = -math.inf  # time of the last batch published (since the streams were added)
         self._running = False
 
     # ------------------------------------------------------------------ control (from sessions)
@@ -167,8 +168,6 @@ class Replay:
                     self.hub.update_stream(key, status="disconnected")
                 except KeyError:
                     pass
-
-    _last_t = -math.inf
 
     async def _play_from(self, position: float | None) -> float | None:
         """Publish batches from `position` on, in time; returns a seek target, or None at the end."""
