@@ -242,7 +242,7 @@ def _record(a) -> int:
 
     if out.exists():
         with Recording(out) as rec:
-            n = sum(1 for _ in rec.streams)
+            n = len(rec.streams)
         print(f"{out}: {n} streams, {out.stat().st_size / 1e6:.1f} MB")
     return 0
 
