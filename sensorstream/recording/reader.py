@@ -194,7 +194,7 @@ class Recording:
         while i < len(chunks) or heap:
             # Open every chunk that may hold something earlier than what is waiting.
             while i < len(chunks) and (not heap or chunks[i].start_ns <= heap[0][0]):
-                advance(iter(self.chunk_messages(chunks[i])))
+                advance(self.chunk_messages(chunks[i]))
                 i += 1
             if not heap:
                 continue
