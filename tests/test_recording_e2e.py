@@ -3,13 +3,11 @@ are compared with what the clients received, batch by batch, by seq."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import trio
