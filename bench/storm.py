@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from .common import CLIENT_CPU, IMPLS, SERVER_CPU, Child, cpu_delta, median, row
+from .common import CLIENT_CPU, IMPLS, SERVER_CPU, Child, cpu_delta, median, ratio, row
 
 SIZES = {
     "full": {"clients": (1000, 5000), "reps": 2},
@@ -59,7 +59,7 @@ def run(size: str = "full") -> dict:
         for key in ("us_per_connection", "hello_s"):
             o = median([r[key] for r in runs["sensorstream"]])
             b = median([r[key] for r in runs["websockets"]])
-            summary[key] = {"sensorstream": o, "websockets": b, "ratio": (o / b) if o is not None and b else None}
+            summary[key] = {"sensorstream": o, "websockets": b, "ratio": ratio(o, b)}
         summary["failed"] = {k: sum(r["failed"] for r in v) for k, v in runs.items()}
         res["cases"][str(n)] = {"runs": runs, "summary": summary}
     return res
