@@ -35,7 +35,7 @@ import trio
 from mcap.writer import CompressionType, Writer
 
 from .. import __version__
-from ..protocol import StreamInfo
+from ..protocol import LIVE, StreamInfo
 from .format import DROPS_METADATA, INFO_METADATA, MESSAGE_ENCODING, PROFILE, channel_metadata, to_ns
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ OPEN_BYTES_FACTOR = 4  # open chunks of all streams together hold at most this m
 
 def _layout(info: StreamInfo) -> StreamInfo:
     """What decides a batch's MCAP channel: the description without its live status."""
-    return replace(info, status="live")
+    return replace(info, status=LIVE)
 
 
 class _Open:

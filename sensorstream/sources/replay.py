@@ -26,6 +26,7 @@ from typing import Callable
 import trio
 
 from ..hub import Hub
+from ..protocol import DISCONNECTED
 from ..recording import RecordedStream, Recording, RecordingError
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class Replay:
             self.rec.close()
             for key in self._keys.values():
                 try:
-                    self.hub.update_stream(key, status="disconnected")
+                    self.hub.update_stream(key, status=DISCONNECTED)
                 except KeyError:
                     pass
 
