@@ -3,6 +3,8 @@ files), recovery, exports, and the recorder's behaviour when the disk fails."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import io
 import json
 import logging
@@ -201,6 +203,19 @@ def test_a_stream_whose_channels_change_appears_once_per_layout(tmp_path):
     with recording.open(tmp_path / "r.mcap") as rec:
         assert [len(s.channels) for s in rec.streams] == [3, 4]
         assert rec.stream("dev/imu").read()[1].shape == (4, 5)
+
+
+def test_a_status_error_or_epoch_change_keeps_the_streams_one_mcap_channel(tmp_path):
+    t = T0 + np.arange(5) * 0.01
+    infos = [IMU, replace(IMU, status="failed", error="boom"), replace(IMU, epoch="e2"), replace(IMU, status="stale")]
+    with open(tmp_path / "r.mcap", "wb") as f:
+        w = RecordingWriter(f)
+        for i, info in enumerate(infos):
+            w.write(info, i, t[-1] + i, encode_batch(1, i, t + i, np.zeros((3, 5), np.float32)), 0)
+        w.close()
+    with recording.open(tmp_path / "r.mcap") as rec:
+        assert len(rec.channels) == 1 and [len(s.channels) for s in rec.streams] == [3]
+        assert rec.stream("dev/imu").read()[0].shape == (20,)
 
 
 # --------------------------------------------------------------------------- exports

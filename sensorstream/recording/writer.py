@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -35,7 +35,7 @@ import trio
 from mcap.writer import CompressionType, Writer
 
 from .. import __version__
-from ..protocol import LIVE, StreamInfo
+from ..protocol import StreamInfo
 from .format import DROPS_METADATA, INFO_METADATA, MESSAGE_ENCODING, PROFILE, channel_metadata, to_ns
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,10 @@ DEFAULT_WRITE_INTERVAL = 0.2
 OPEN_BYTES_FACTOR = 4  # open chunks of all streams together hold at most this many chunk_bytes
 
 
-def _layout(info: StreamInfo) -> StreamInfo:
-    """What decides a batch's MCAP channel: the description without its live status."""
-    return replace(info, status=LIVE)
+def _layout(info: StreamInfo) -> tuple[str, ...]:
+    """What decides a batch's MCAP channel: exactly what the channel's metadata
+    records. A status, error or epoch change must not start a new MCAP channel."""
+    return tuple(channel_metadata(info).values())
 
 
 class _Open:
@@ -85,7 +86,7 @@ class RecordingWriter:
         self._mcap.start(profile=PROFILE, library=f"sensorstream/{__version__}")
         self._mcap.add_metadata(INFO_METADATA, {"sensorstream": __version__, **(info or {})})
         f.flush()
-        self._channels: dict[int, tuple[StreamInfo, int]] = {}  # stream key -> (layout, MCAP channel id)
+        self._channels: dict[int, tuple[tuple[str, ...], int]] = {}  # stream key -> (layout, MCAP channel id)
         self._open: dict[int, _Open] = {}  # stream key -> its open chunk
         self._open_bytes = 0
         self.closed = False
