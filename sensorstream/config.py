@@ -74,3 +74,4 @@ class ServerConfig:
     record_streams: list[str] = field(default_factory=lambda: ["*"])
     record_max_mb: float | None = None  # rotate to a new file at this size
     record_max_age_s: float | None = None  # ... or at this age
+    record_compression: str = "zstd"  # chunk compression: zstd, lz4 (extra `lz4`) or none

@@ -47,6 +47,24 @@ def add_serve_arguments(g: argparse._ArgumentGroup, d) -> None:
                    help="record only streams matching this id or glob (repeatable; default: all)")
     g.add_argument("--record-max-mb", type=argtypes.number(0.001, 1e7, min_open=False), default=d.record_max_mb, metavar="MB", help="start a new file at this size")
     g.add_argument("--record-max-age", type=argtypes.number(1, 1e8), default=d.record_max_age_s, metavar="SECONDS", help="start a new file at this age")
+    _compression_argument(g, "--record-compression", d.record_compression)
+
+
+def _compression_argument(g, flag: str, default: str) -> None:
+    g.add_argument(flag, choices=["zstd", "lz4", "none"], default=default,
+                   help="chunk compression: zstd (smallest files; default), lz4 (reads back ~4x faster; needs the lz4 "
+                        "package) or none (docs/recording.md#compression)")
+
+
+def check_compression(flag: str, name: str) -> None:
+    """A clear error now, rather than a failing recording later, if lz4 is asked for and missing."""
+    if name == "lz4":
+        try:
+            import lz4.frame  # noqa: F401
+        except ImportError:
+            from ..server.security import ConfigError
+
+            raise ConfigError(f"{flag} lz4 needs the lz4 package: pip install 'sensorstream[lz4]' (or use zstd)") from None
 
 
 def apply_serve_args(cfg, a: argparse.Namespace) -> None:
@@ -57,6 +75,8 @@ def apply_serve_args(cfg, a: argparse.Namespace) -> None:
     cfg.record_streams = list(a.record_streams or ["*"])
     cfg.record_max_mb = a.record_max_mb
     cfg.record_max_age_s = a.record_max_age
+    cfg.record_compression = a.record_compression
+    check_compression("--record-compression", cfg.record_compression)
     if a.record_streams and not a.record:
         raise ConfigError("--record-streams needs --record DIR")
     if cfg.record:
@@ -75,6 +95,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     r.add_argument("--duration", type=argtypes.positive_float, default=None, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
     r.add_argument("--cafile", default=None, type=argtypes.readable_file, help="trust this CA (or self-signed) certificate for wss:// URLs")
+    _compression_argument(r, "--compression", "zstd")
 
     p = sub.add_parser("replay", help="serve a recording as live streams, with its original timing",
                        usage="sensorstream replay FILE.mcap [--speed X] [--loop] [--port PORT] [options]  (see --help)")
@@ -173,7 +194,7 @@ async def record(a, progress=None) -> None:
 
         ctx = ssl.create_default_context(cafile=a.cafile)
     opener = (lambda p: open(p, "wb")) if a.overwrite else (lambda p: open(p, "xb"))
-    rec = Recorder(RecorderConfig(file=Path(a.output), source=f"record {a.url}", opener=opener))
+    rec = Recorder(RecorderConfig(file=Path(a.output), source=f"record {a.url}", opener=opener, compression=a.compression))
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
@@ -228,6 +249,13 @@ def _record(a) -> int:
         return 2
     if not out.parent.is_dir():
         print(f"sensorstream record: error: directory {out.parent} does not exist", file=sys.stderr)
+        return 2
+    from ..server.security import ConfigError
+
+    try:
+        check_compression("--compression", a.compression)
+    except ConfigError as e:
+        print(f"sensorstream record: error: {e}", file=sys.stderr)
         return 2
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     try:

@@ -24,6 +24,8 @@ import itertools
 import io
 import os
 import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -38,6 +40,7 @@ from mcap.records import Channel as McapChannel, Metadata
 
 from .. import protocol
 from ..protocol import Batch, Channel, StreamInfo
+from .columns import LayoutError, Run, assemble, chunk_runs
 from .format import DROPS_METADATA, MESSAGE_ENCODING, info_from_metadata
 
 MAGIC = b"\x89MCAP0\r\n"
@@ -58,6 +61,7 @@ class ChunkInfo:
     start_ns: int
     end_ns: int
     channel_ids: set[int] | None = None  # None: not known without decompressing
+    compression: str | None = None  # None: not known without reading the chunk's header
 
 
 @dataclass
@@ -93,35 +97,22 @@ class RecordedStream:
 
     def read(self, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Samples with start <= t <= end (None: unbounded): float64[N] Unix seconds, float32[C, N]."""
-        ts, vs = [], []
-        for b in self.batches(start, end):
-            t, v = b.timestamps, b.values
-            if (start is not None and t[0] < start) or (end is not None and t[-1] > end):
-                keep = np.ones(len(t), bool)
-                if start is not None:
-                    keep &= t >= start
-                if end is not None:
-                    keep &= t <= end
-                t, v = t[keep], v[:, keep]
-            ts.append(t)
-            vs.append(v)
-        c = len(self.channels)
-        if not ts:
-            return np.empty(0, np.float64), np.empty((c, 0), np.float32)
-        return np.concatenate(ts), np.concatenate(vs, axis=1)
+        return self._rec._read(set(self.channel_ids), len(self.channels), start, end)
 
 
 class Recording:
     """An open recording. Use as a context manager, or call close()."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
         self.path = Path(path)
+        # Threads that read and decompress chunks for `RecordedStream.read` (None: one per usable core, at most 4).
+        self.threads = max(1, threads) if threads is not None else min(4, len(os.sched_getaffinity(0)))
         try:
             self._f = builtins.open(self.path, "rb")
         except OSError as e:
             raise RecordingError(f"cannot open {self.path}: {e.strerror}") from None
         self.size = os.fstat(self._f.fileno()).st_size
-        self._dctx = zstandard.ZstdDecompressor()
+        self._local = threading.local()  # a zstd decompressor per thread (one must not be shared)
         self.channels: dict[int, McapChannel] = {}
         self.chunks: list[ChunkInfo] = []
         self.drops: dict[str, int] = {}
@@ -218,7 +209,7 @@ class Recording:
         self.channels = dict(summary.channels)
         for ci in summary.chunk_indexes:
             self.chunks.append(ChunkInfo(ci.chunk_start_offset, ci.chunk_length, ci.message_start_time, ci.message_end_time,
-                                         set(ci.message_index_offsets) or None))
+                                         set(ci.message_index_offsets) or None, ci.compression))
         drops = [m for m in summary.metadata_indexes if m.name == DROPS_METADATA]
         if drops:
             self.drops = self._metadata_at(max(drops, key=lambda m: m.offset).offset)
@@ -238,8 +229,12 @@ class Recording:
             if end > self.size:
                 break  # cut off here
             if opcode == Opcode.CHUNK:
-                start_ns, end_ns, _usize, _crc = _CHUNK_HEAD.unpack(self._read_at(pos + 9, _CHUNK_HEAD.size))
-                last_chunk = ChunkInfo(pos, end - pos, start_ns, end_ns)
+                head = self._read_at(pos + 9, _CHUNK_HEAD.size + 4 + 16)
+                start_ns, end_ns, _usize, _crc = _CHUNK_HEAD.unpack_from(head)
+                (clen,) = struct.unpack_from("<I", head, _CHUNK_HEAD.size)
+                name = head[_CHUNK_HEAD.size + 4: _CHUNK_HEAD.size + 4 + clen]
+                last_chunk = ChunkInfo(pos, end - pos, start_ns, end_ns,
+                                       compression=name.decode(errors="replace") if clen == len(name) else None)
                 self.chunks.append(last_chunk)
             elif opcode == Opcode.MESSAGE_INDEX and last_chunk is not None:
                 (cid,) = struct.unpack("<H", self._read_at(pos + 9, 2))
@@ -307,20 +302,43 @@ class Recording:
         return _counts(Metadata.read(ReadDataStream(io.BytesIO(self._read_at(offset + 9, length)))).metadata)
 
     def _decompress(self, chunk: ChunkInfo) -> memoryview:
-        raw = self._read_at(chunk.offset, chunk.length)
-        if len(raw) != chunk.length:
+        # Chunks land in numpy memory: numpy asks the kernel for huge pages for
+        # big arrays, and faulting in fresh 4 KiB pages cost a read as much as
+        # decompressing did. The compressed bytes go through one buffer per thread.
+        local = self._local
+        compressed = chunk.compression != "" or chunk.length < 4096
+        if compressed:
+            if getattr(local, "buf", None) is None or len(local.buf) < chunk.length:
+                local.buf = np.empty(max(chunk.length, 1 << 20), np.uint8)
+            raw = memoryview(local.buf)[: chunk.length]
+        else:
+            raw = memoryview(np.empty(chunk.length, np.uint8))
+        if os.preadv(self._f.fileno(), [raw], chunk.offset) != chunk.length:
             raise RecordingError(f"{self.path} changed while being read (chunk at {chunk.offset} is cut short)")
         _start, _end, usize, _crc = _CHUNK_HEAD.unpack_from(raw, 9)
         p = 9 + _CHUNK_HEAD.size
         (clen,) = struct.unpack_from("<I", raw, p)
-        compression = raw[p + 4: p + 4 + clen].decode()
+        compression = bytes(raw[p + 4: p + 4 + clen]).decode()
         p += 4 + clen
         (dlen,) = struct.unpack_from("<Q", raw, p)
-        data = memoryview(raw)[p + 8: p + 8 + dlen]
-        if compression == "zstd":
-            return memoryview(self._dctx.decompress(data, max_output_size=usize))
+        data = raw[p + 8: p + 8 + dlen]
         if compression == "":
-            return data
+            return data if not compressed else memoryview(bytes(data))
+        if compression == "zstd":
+            dctx = getattr(local, "dctx", None)
+            if dctx is None:
+                dctx = local.dctx = zstandard.ZstdDecompressor()
+            out = memoryview(np.empty(usize, np.uint8))
+            with dctx.stream_reader(data) as reader:
+                got = 0
+                while got < usize:
+                    k = reader.readinto(out[got:])
+                    if not k:
+                        break
+                    got += k
+            if got != usize:
+                raise RecordingError(f"{self.path}: chunk at {chunk.offset} holds {got} bytes, its header says {usize}")
+            return out
         if compression == "lz4":
             try:
                 import lz4.frame
@@ -329,16 +347,51 @@ class Recording:
             return memoryview(lz4.frame.decompress(data))
         raise RecordingError(f"{self.path}: unknown chunk compression {compression!r}")
 
+
     def chunk_messages(self, chunk: ChunkInfo, ids: set[int] | None = None) -> Iterator[tuple[int, int, int, int, memoryview]]:
         """(channel id, sequence, log time ns, publish time ns, payload) of each message in a chunk, in order."""
         return _records(self._decompress(chunk), ids)
 
-    def _messages(self, ids: set[int], start: float | None, end: float | None) -> Iterator[tuple[int, Batch]]:
-        # log_time is a batch's *last* timestamp: a batch that starts inside
-        # [start, end] may end after `end`, so one more chunk of the stream is
-        # read past the range, and batches are checked by their first sample.
-        # (1 µs of slack: log times are rounded to whole ns.)
-        start_ns = -1 if start is None else start * 1e9 - 1e3
+    def _read(self, ids: set[int], c: int, start: float | None, end: float | None) -> tuple[np.ndarray, np.ndarray]:
+        # Chunks are read and decompressed by a pool of threads (pread, zstd and lz4
+        # let go of the GIL), so the disk, decompression and the copy overlap; the
+        # samples are then copied once into arrays of their final size (columns.py).
+        start_ns = -1.0 if start is None else start * 1e9 - 1e3
+        chunks = self._select(ids, start_ns, end)
+
+        def runs_of(chunk: ChunkInfo) -> tuple[list[Run], bool]:
+            try:
+                return chunk_runs(self._decompress(chunk), ids, c, start_ns, end)
+            except LayoutError as e:
+                raise RecordingError(f"{self.path}: {e} (chunk at {chunk.offset})") from None
+
+        runs: list[Run] = []
+        threads = min(self.threads, len(chunks))
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                results = list(pool.map(runs_of, chunks))
+        else:
+            results = map(runs_of, chunks)
+        for found, stop in results:
+            runs += found
+            if stop:
+                break  # (a later chunk of a sequential read is never decompressed)
+        t, v = assemble(runs, c, self.threads)
+        if (start is not None and len(t) and t.min() < start) or (end is not None and len(t) and t.max() > end):
+            keep = np.ones(len(t), bool)
+            if start is not None:
+                keep &= t >= start
+            if end is not None:
+                keep &= t <= end
+            t, v = t[keep], v.compress(keep, axis=1)  # (v[:, keep] would come out in Fortran order)
+        return t, v
+
+    def _select(self, ids: set[int], start_ns: float, end: float | None) -> list[ChunkInfo]:
+        """The chunks that may hold batches of these channels with samples in the range.
+
+        log_time is a batch's *last* timestamp: a batch that starts inside
+        [start, end] may end after `end`, so one more chunk of the stream is
+        read past the range, and batches are checked by their first sample."""
         end_ns = None if end is None else end * 1e9
         past_end = False
         selected = []
@@ -352,8 +405,12 @@ class Recording:
                     break
                 past_end = True
             selected.append(chunk)
-        # (Decompressing ahead in a second thread was tried: no faster on this
-        # 2-core machine, so reads stay sequential and simple.)
+        return selected
+
+    def _messages(self, ids: set[int], start: float | None, end: float | None) -> Iterator[tuple[int, Batch]]:
+        # (1 µs of slack: log times are rounded to whole ns.)
+        start_ns = -1 if start is None else start * 1e9 - 1e3
+        selected = self._select(ids, start_ns, end)
         for chunk in selected:
             for cid, _seq, log_ns, _pub, data in self.chunk_messages(chunk, ids):
                 if log_ns < start_ns:
@@ -391,6 +448,9 @@ def _counts(meta: dict[str, str]) -> dict[str, int]:
     return out
 
 
-def open(path: str | os.PathLike) -> Recording:  # noqa: A001 (the documented API name)
-    """Open a recording (finished, or cut short by a crash) for reading."""
-    return Recording(path)
+def open(path: str | os.PathLike, *, threads: int | None = None) -> Recording:  # noqa: A001 (the documented API name)
+    """Open a recording (finished, or cut short by a crash) for reading.
+
+    `threads`: how many threads `read()` uses to read, decompress and copy
+    (default: one per usable core, at most 4; 1 reads in the calling thread)."""
+    return Recording(path, threads=threads)

@@ -44,6 +44,10 @@ DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024  # uncompressed payload bytes per chunk, a
 DEFAULT_CHUNK_AGE_S = 1.0  # data in the open chunk (what a crash can lose) is younger than this
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024  # batches waiting for the disk; beyond: counted drops
 DEFAULT_WRITE_INTERVAL = 0.2
+#: Chunk compression: zstd (the default: smallest files), lz4 (about 4x faster to read
+#: back, files about as big as the batches), none. docs/recording.md#compression has figures.
+COMPRESSIONS = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
+DEFAULT_COMPRESSION = "zstd"
 OPEN_BYTES_FACTOR = 4  # open chunks of all streams together hold at most this many chunk_bytes
 
 
@@ -77,12 +81,13 @@ class RecordingWriter:
     `f` is any binary file object; `close()` writes the summary (channels,
     statistics, chunk indexes) and closes it."""
 
-    def __init__(self, f: BinaryIO, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, info: dict[str, str] | None = None):
+    def __init__(self, f: BinaryIO, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, info: dict[str, str] | None = None,
+                 compression: str = DEFAULT_COMPRESSION):
         self._f = f
         self.chunk_bytes = chunk_bytes
         # chunk_size is out of reach: this class decides when a chunk closes (by age
         # and size), so that every closed chunk is also flushed to the OS at once.
-        self._mcap = Writer(f, chunk_size=1 << 62, compression=CompressionType.ZSTD)
+        self._mcap = Writer(f, chunk_size=1 << 62, compression=COMPRESSIONS[compression])
         self._mcap.start(profile=PROFILE, library=f"sensorstream/{__version__}")
         self._mcap.add_metadata(INFO_METADATA, {"sensorstream": __version__, **(info or {})})
         f.flush()
@@ -184,6 +189,7 @@ class RecorderConfig:
     max_age_s: float | None = None  # rotate once a file is this old
     chunk_age_s: float = DEFAULT_CHUNK_AGE_S
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    compression: str = DEFAULT_COMPRESSION  # a key of COMPRESSIONS
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     write_interval: float = DEFAULT_WRITE_INTERVAL
     retry_s: float = 5.0  # after a write error, try a new file this much later
@@ -382,7 +388,7 @@ class Recorder:
                 self.cfg.directory.mkdir(parents=True, exist_ok=True)
             f = self.cfg.opener(path)
             try:
-                self._writer = RecordingWriter(f, chunk_bytes=self.cfg.chunk_bytes, info={
+                self._writer = RecordingWriter(f, chunk_bytes=self.cfg.chunk_bytes, compression=self.cfg.compression, info={
                     "source": self.cfg.source, "started": dt.datetime.now(dt.timezone.utc).isoformat()})
             except BaseException:
                 f.close()
@@ -428,4 +434,4 @@ def recorder_for(cfg, hub) -> Recorder | None:
     return Recorder(RecorderConfig(
         directory=Path(cfg.record), streams=tuple(cfg.record_streams or ["*"]),
         max_bytes=None if cfg.record_max_mb is None else int(cfg.record_max_mb * 1024 * 1024),
-        max_age_s=cfg.record_max_age_s), hub=hub)
+        max_age_s=cfg.record_max_age_s, compression=cfg.record_compression), hub=hub)

@@ -1,0 +1,193 @@
+"""Reading a stream back into numpy: the run finder and copier (recording/columns.py),
+the threaded read against the serial one, every chunk compression, odd layouts."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from mcap.reader import make_reader
+from mcap.writer import CompressionType, Writer
+
+from sensorstream import protocol, recording
+from sensorstream.protocol import Channel, StreamInfo, encode_batch
+from sensorstream.recording.columns import LayoutError, assemble, chunk_runs
+from sensorstream.recording.format import MESSAGE_ENCODING, channel_metadata
+from sensorstream.recording.writer import RecordingWriter
+
+WIDE = StreamInfo(1, "dev/wide", tuple(Channel(f"c{i}", "V") for i in range(5)), 1000.0, device="dev")
+ENV = StreamInfo(2, "dev/env", (Channel("temp", "°C"),), 10.0, device="dev")
+T0 = 1_800_000_000.0
+
+
+def wide_batches(n_batches=120, n=50, seed=3):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_batches):
+        t = T0 + (i * n + np.arange(n)) / 1000.0
+        out.append((WIDE, i, t, rng.standard_normal((5, n)).astype(np.float32)))
+        if i % 7 == 0:
+            out.append((ENV, i // 7, t[-1:], rng.standard_normal((1, 1)).astype(np.float32)))
+    return out
+
+
+def write(path, batches, chunk_bytes=8000, compression="zstd"):
+    with open(path, "wb") as f:
+        w = RecordingWriter(f, chunk_bytes=chunk_bytes, compression=compression)
+        for info, seq, t, v in batches:
+            w.write(info, seq, float(t[-1]), encode_batch(info.key, seq, t, v), time.time())
+        w.close()
+
+
+def expected(batches, stream_id, start=None, end=None):
+    t = np.concatenate([t for info, _, t, _ in batches if info.id == stream_id])
+    v = np.concatenate([v for info, _, _, v in batches if info.id == stream_id], axis=1)
+    keep = np.ones(len(t), bool)
+    if start is not None:
+        keep &= t >= start
+    if end is not None:
+        keep &= t <= end
+    return t[keep], v.compress(keep, axis=1)
+
+
+def same(a, b) -> bool:
+    (t1, v1), (t2, v2) = a, b
+    return (t1.dtype == t2.dtype and v1.dtype == v2.dtype and v1.flags.c_contiguous and v2.flags.c_contiguous
+            and np.array_equal(t1.view(np.uint64), t2.view(np.uint64)) and np.array_equal(v1.view(np.uint32), v2.view(np.uint32)))
+
+
+RANGES = [(None, None), (T0 + 1.234, T0 + 4.5), (T0 + 0.0495, T0 + 0.0505), (None, T0 + 2.0), (T0 + 5.0, None), (T0 - 5, T0 - 1)]
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4", "none"])
+def test_the_threaded_read_equals_the_serial_read_bit_for_bit(tmp_path, compression):
+    batches = wide_batches()
+    write(tmp_path / "r.mcap", batches, compression=compression)
+    with recording.open(tmp_path / "r.mcap", threads=1) as serial, recording.open(tmp_path / "r.mcap", threads=3) as threaded:
+        assert serial.complete and len(serial.chunks) > 10
+        assert {c.compression for c in serial.chunks} == {"" if compression == "none" else compression}
+        for sid in ("dev/wide", "dev/env"):
+            for start, end in RANGES:
+                one = serial.stream(sid).read(start, end)
+                assert same(one, threaded.stream(sid).read(start, end)), (sid, start, end)
+                assert same(one, expected(batches, sid, start, end)), (sid, start, end)
+    with open(tmp_path / "r.mcap", "rb") as f:  # and the mcap library reads every compression we write
+        assert sum(1 for _ in make_reader(f).iter_messages()) == len(batches)
+
+
+def test_a_file_cut_short_reads_every_complete_chunk_with_threads(tmp_path):
+    batches = wide_batches()
+    write(tmp_path / "full.mcap", batches)
+    data = (tmp_path / "full.mcap").read_bytes()
+    with recording.open(tmp_path / "full.mcap") as rec:
+        ends = [c.offset + c.length for c in rec.chunks]
+    cut = tmp_path / "cut.mcap"
+    for off in [ends[3] - 1, ends[3], ends[len(ends) // 2] + 5, ends[-1], len(data) - 30]:
+        cut.write_bytes(data[:off])
+        with recording.open(cut, threads=1) as serial, recording.open(cut, threads=4) as threaded:
+            assert not serial.complete
+            seqs = [b.seq for b in serial.stream("dev/wide").batches()]
+            t, v = threaded.stream("dev/wide").read()
+            assert same((t, v), serial.stream("dev/wide").read())
+            # A prefix of what was written: every complete chunk, nothing more.
+            et, ev = expected([b for b in batches if b[0] is ENV or b[1] in seqs], "dev/wide")
+            assert seqs == list(range(len(seqs))) and same((t, v), (et, ev)), off
+
+
+def _raw_writer(f, compression=CompressionType.ZSTD) -> Writer:
+    w = Writer(f, chunk_size=1 << 20, compression=compression)
+    w.start(profile="sensorstream", library="test")
+    return w
+
+
+def test_batches_of_many_sizes_sharing_chunks_with_other_channels_read_exactly(tmp_path):
+    # Not how the recorder writes (one stream per chunk, batches of one size), but a
+    # valid file: every batch becomes a run of its own, and the values stay exact.
+    rng = np.random.default_rng(5)
+    batches = []
+    t_next = T0
+    for i in range(300):
+        n = int(rng.integers(0, 9))  # empty batches too
+        t = t_next + np.arange(n) * 0.001
+        t_next += 0.01
+        batches.append((WIDE, i, t, rng.standard_normal((5, n)).astype(np.float32)))
+        batches.append((ENV, i, np.array([t_next]), rng.standard_normal((1, 1)).astype(np.float32)))
+    with open(tmp_path / "mixed.mcap", "wb") as f:
+        w = _raw_writer(f)
+        cids = {info.key: w.register_channel(topic=info.id, message_encoding=MESSAGE_ENCODING, schema_id=0,
+                                             metadata=channel_metadata(info)) for info in (WIDE, ENV)}
+        for info, seq, t, v in batches:
+            w.add_message(cids[info.key], log_time=int((t[-1] if len(t) else t_next) * 1e9),
+                          data=encode_batch(info.key, seq, t, v), publish_time=0, sequence=seq)
+        w.finish()
+    with recording.open(tmp_path / "mixed.mcap", threads=1) as serial, recording.open(tmp_path / "mixed.mcap", threads=2) as threaded:
+        assert any(len(c.channel_ids) == 2 for c in serial.chunks)
+        for sid in ("dev/wide", "dev/env"):
+            for start, end in RANGES[:4]:
+                got = serial.stream(sid).read(start, end)
+                assert same(got, threaded.stream(sid).read(start, end))
+                assert same(got, expected(batches, sid, start, end))
+
+
+def _chunk(tmp_path, batches, compression="zstd"):
+    write(tmp_path / "r.mcap", batches, chunk_bytes=1 << 30, compression=compression)
+    rec = recording.open(tmp_path / "r.mcap")
+    wide = next(c for c in rec.chunks if rec.stream("dev/wide").channel_ids[0] in c.channel_ids)
+    return rec, rec._decompress(wide), set(rec.stream("dev/wide").channel_ids)
+
+
+def test_a_chunk_of_equal_batches_is_one_run_and_copies_in_one_step(tmp_path):
+    batches = [b for b in wide_batches(40) if b[0] is WIDE]
+    rec, buf, ids = _chunk(tmp_path, batches)
+    with rec:
+        runs, stop = chunk_runs(buf, ids, 5, -1.0, None)
+        assert not stop and [(r.m, r.n) for r in runs] == [(40, 50)]
+        for threads in (1, 2, 8):
+            assert same(assemble(runs, 5, threads), expected(batches, "dev/wide"))
+        # Batches ending before start_ns are skipped; the first one starting after `end` stops the read.
+        runs, stop = chunk_runs(buf, ids, 5, (T0 + 0.5) * 1e9, T0 + 1.2)
+        assert stop and [(r.m, r.n) for r in runs] == [(15, 50)]
+        assert same(assemble(runs, 5), expected(batches[10:25], "dev/wide"))
+        # A batch of another size ends the run; the next run starts at it.
+        other = encode_batch(1, 99, np.arange(3.0), np.zeros((5, 3), np.float32))
+        batches2 = batches[:10] + [(WIDE, 99, np.arange(3.0) + T0 + 0.4995, np.zeros((5, 3), np.float32))] + batches[10:]
+        assert len(other) != len(encode_batch(1, 0, *batches[0][2:]))
+    rec, buf, ids = _chunk(tmp_path, batches2)
+    with rec:
+        runs, _ = chunk_runs(buf, ids, 5, -1.0, None)
+        assert [(r.m, r.n) for r in runs] == [(10, 50), (1, 3), (30, 50)]
+
+
+def test_a_damaged_batch_or_layout_is_an_error_not_garbage(tmp_path):
+    batches = [b for b in wide_batches(5) if b[0] is WIDE]
+    rec, buf, ids = _chunk(tmp_path, batches)
+    with rec:
+        bad = bytearray(buf)
+        first = bytes(bad).index(encode_batch(1, 0, *batches[0][2:])[:24])
+        bad[first + 8: first + 12] = (10**6).to_bytes(4, "little")  # its sample count
+        with pytest.raises(protocol.FrameError):
+            chunk_runs(memoryview(bytes(bad)), ids, 5, -1.0, None)
+        with pytest.raises(LayoutError):
+            chunk_runs(buf, ids, 4, -1.0, None)
+
+
+async def test_serve_record_compression_reaches_the_file(tmp_path):
+    from sensorstream import cli
+    from sensorstream.hub import LocalHub
+    from sensorstream.recording.writer import recorder_for
+    import trio
+
+    a = cli.parse_serve_args(cli.build_parser(), ["serve", "--record", str(tmp_path), "--record-compression", "lz4"])
+    hub = LocalHub()
+    rec = recorder_for(cli.config_from_args(a), hub)
+    key = hub.add_stream("dev/wide", WIDE.channels).key
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rec.run)
+        for seq in range(5):
+            hub.publish(key, seq, T0 + seq + np.arange(10) / 10, np.full((5, 10), seq, np.float32))
+        nursery.cancel_scope.cancel()
+    with recording.open(rec.stats.files[0]) as r:
+        assert {c.compression for c in r.chunks} == {"lz4"}
+        t, v = r.stream("dev/wide").read()
+        assert len(t) == 50 and np.array_equal(v[:, ::10], np.tile(np.arange(5, dtype=np.float32), (5, 1)))
