@@ -16,12 +16,19 @@ flushed to the OS once it holds `chunk_age_s` of data (default 1 s) or
 `chunk_bytes`, so a SIGKILL loses at most the open chunk and what waits in the
 pending list; every chunk before it reads back (recording.open, or mcap's
 StreamReader). The summary and indexes are written on close.
+
+Durability against power loss comes from fdatasync, in the worker thread: at
+most once per `sync_interval` (1 s) while data arrives, and when a file is
+closed (rotation, shutdown); a new file's directory is synced once, so the file
+itself survives too. What the OS held and had not synced is what a power loss
+can take: at most the last `sync_interval` plus the open chunks' age.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import errno
+import io
 import json
 import logging
 import os
@@ -44,6 +51,7 @@ DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024  # uncompressed payload bytes per chunk, a
 DEFAULT_CHUNK_AGE_S = 1.0  # data in the open chunk (what a crash can lose) is younger than this
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024  # batches waiting for the disk; beyond: counted drops
 DEFAULT_WRITE_INTERVAL = 0.2
+DEFAULT_SYNC_INTERVAL = 1.0  # fdatasync at most this often (a power loss loses at most this much more than a crash)
 #: Chunk compression: zstd (the default: smallest files), lz4 (about 4x faster to read
 #: back, files about as big as the batches), none. docs/recording.md#compression has figures.
 COMPRESSIONS = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
@@ -95,6 +103,9 @@ class RecordingWriter:
         self._open: dict[int, _Open] = {}  # stream key -> its open chunk
         self._open_bytes = 0
         self.closed = False
+        self.syncs = 0  # fdatasync calls that succeeded
+        self.unsynced = True  # bytes handed to the OS since the last sync (the header, so far)
+        self._can_sync = True  # False for targets that cannot be synced (a pipe)
 
     def _channel(self, o: _Open) -> int:
         known = self._channels.get(o.info.key)
@@ -133,6 +144,7 @@ class RecordingWriter:
         for log_ns, pub_ns, payload, seq in o.messages:
             add(cid, log_time=log_ns, data=payload, publish_time=pub_ns, sequence=seq)
         self._mcap.flush()  # finalizes the chunk, writes it and its message indexes, flushes f
+        self.unsynced = True
 
     def flush_older_than(self, opened_before: float) -> None:
         """Close the chunks opened before this time (the caller's clock)."""
@@ -149,6 +161,24 @@ class RecordingWriter:
         self.flush()
         self._mcap.add_metadata(DROPS_METADATA, {k: str(v) for k, v in drops.items()})
         self._f.flush()
+        self.unsynced = True
+
+    def sync(self) -> None:
+        """fdatasync what was handed to the OS (blocking: call it from a worker thread).
+
+        A target that cannot be synced (a pipe, an in-memory file) is left as it is."""
+        if not self._can_sync:
+            return
+        self._f.flush()
+        try:
+            os.fdatasync(self._f.fileno())
+        except OSError as e:  # (io.UnsupportedOperation is one)
+            if isinstance(e, io.UnsupportedOperation) or e.errno in (errno.EINVAL, errno.EROFS, errno.ENOTSUP):
+                self._can_sync = False
+                return
+            raise
+        self.syncs += 1
+        self.unsynced = False
 
     @property
     def size(self) -> int:
@@ -161,7 +191,7 @@ class RecordingWriter:
         try:
             self.flush()
             self._mcap.finish()
-            self._f.flush()
+            self.sync()  # the summary too: a finished file is on the disk, not just in the OS
         finally:
             self._f.close()
 
@@ -192,6 +222,7 @@ class RecorderConfig:
     compression: str = DEFAULT_COMPRESSION  # a key of COMPRESSIONS
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     write_interval: float = DEFAULT_WRITE_INTERVAL
+    sync_interval: float = DEFAULT_SYNC_INTERVAL  # fdatasync at most this often while writing (and on close)
     retry_s: float = 5.0  # after a write error, try a new file this much later
     close_timeout_s: float = 5.0  # at shutdown, how long the disk may take for the last writes
     prefix: str = "sensorstream"
@@ -207,12 +238,13 @@ class RecorderStats:
     bytes: int = 0  # payload bytes written
     dropped: int = 0  # batches not recorded (queue full or disk failing)
     errors: int = 0  # write/open failures (each reported once per episode in the log)
+    syncs: int = 0  # fdatasync calls (of files and, once per new file, of its directory)
     files: list[str] = field(default_factory=list)
     failing: str | None = None  # the current error, while it lasts
 
     def to_json(self) -> dict:
         return {"batches": self.batches, "samples": self.samples, "bytes": self.bytes, "dropped": self.dropped,
-                "errors": self.errors, "file": self.files[-1] if self.files else None,
+                "errors": self.errors, "syncs": self.syncs, "file": self.files[-1] if self.files else None,
                 **({"failing": self.failing} if self.failing else {})}
 
 
@@ -251,6 +283,7 @@ class Recorder:
         self._lock = threading.Lock()  # the writer is used by one worker thread at a time
         self._writer: RecordingWriter | None = None
         self._file_started = 0.0
+        self._synced_at = float("-inf")
         self._retry_at = 0.0
         self._retry_delay = cfg.retry_s
         self._drops_written: dict[str, int] = {}
@@ -350,8 +383,7 @@ class Recorder:
                 if closing:
                     if drops is not None:
                         w.note_drops(drops)
-                    w.close()
-                    self._writer = None
+                    self._close_writer(w)
                     return
                 # Close the chunk before its data is chunk_age_s old (the next
                 # look comes one write_interval later, and its data arrived up to
@@ -361,12 +393,25 @@ class Recorder:
                     w.note_drops(drops)
                     self._drops_written = drops
                 if self._rotation_due(w, now):
-                    w.close()
-                    self._writer = None  # the next file opens with the next batch
+                    self._close_writer(w)  # the next file opens with the next batch
+                elif w.unsynced and now - self._synced_at >= self.cfg.sync_interval:
+                    self._synced_at = now
+                    self._count_sync(w, w.sync)
             except OSError as e:
                 for item in items[done:]:
                     self._drop(item[0].id)
                 self._failed(e, now)
+
+    def _close_writer(self, w: RecordingWriter) -> None:
+        self._writer = None
+        self._count_sync(w, w.close)  # (close syncs)
+
+    def _count_sync(self, w: RecordingWriter, fn: Callable[[], None]) -> None:
+        before = w.syncs
+        try:
+            fn()
+        finally:
+            self.stats.syncs += w.syncs - before
 
     def _rotation_due(self, w: RecordingWriter, now: float) -> bool:
         cfg = self.cfg
@@ -399,6 +444,7 @@ class Recorder:
         self._file_started = now
         self.stats.files.append(str(path))
         self._drops_written = {}
+        self._sync_directory(path.parent)
         if self.stats.failing is not None:
             self._retry_delay = self.cfg.retry_s
             log.warning("recording: writing again, to %s (%d batches dropped in all)", path, self.stats.dropped,
@@ -406,6 +452,20 @@ class Recorder:
             self.stats.failing = None
         else:
             log.info("recording to %s", path, extra={"event": "recording", "file": str(path)})
+
+    def _sync_directory(self, directory: Path) -> None:
+        """A new file's name is durable once its directory is synced (once per file)."""
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+            self.stats.syncs += 1
+        except OSError:
+            pass  # (a file system that cannot sync directories: the file's own syncs still hold its data)
+        finally:
+            os.close(fd)
 
     def _failed(self, e: OSError, now: float, path: Path | None = None) -> None:
         self.stats.errors += 1

@@ -153,6 +153,7 @@ class _Collector:
                 dropped.add_metric([sid], n)
             yield dropped
             yield CounterMetricFamily("sensorstream_recording_errors", "Failures to open or write a recording file", value=st.errors)
+            yield CounterMetricFamily("sensorstream_recording_syncs", "fdatasync/fsync calls that put the recording on the disk", value=st.syncs)
             yield GaugeMetricFamily("sensorstream_recording_failing", "1 while the recording cannot be written", value=1 if st.failing else 0)
         yield GaugeMetricFamily("sensorstream_subscriptions", "Stream subscriptions held by all clients (client x stream)", value=subs_total)
         # Read at scrape time (the hot path keeps no count): a healthy client is
