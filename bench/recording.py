@@ -13,11 +13,18 @@
    against writing the same bytes raw with `f.write` in the same run (the
    disk's/page cache's limit).
 
+   The recorder fdatasyncs its file at most once a second (and on close): that
+   is in the figure; `syncs` says how many there were.
+
 2. Read-back. A recording of a few hundred MB with the wide stream and two
-   small ones interleaved (as `serve --record` writes them); read the wide
-   stream with `recording.open(...).stream(id).read()` against `np.fromfile` of
-   the same samples stored raw (float64 times, float32 values), warm (in the
-   page cache) and cold (after fsync + POSIX_FADV_DONTNEED on both files).
+   small ones interleaved (as `serve --record` writes them), once per chunk
+   compression (zstd is the default; lz4 and none are `--record-compression`);
+   read the wide stream with `recording.open(...).stream(id).read()` against
+   `np.fromfile` of the same samples stored raw (float64 times, float32
+   values), warm (in the page cache) and cold (after fsync +
+   POSIX_FADV_DONTNEED on every file), best of 3, alternating. GB/s are of the
+   raw samples (what either way ends up in memory). For zstd, also the read
+   with one thread (the read before threads).
 """
 
 from __future__ import annotations
@@ -106,7 +113,7 @@ def bench_recording(seconds: float, workdir: Path) -> dict:
         p.unlink()
     raw.unlink()
     return {
-        "samples": samples, "channels": C, "dropped": stats["dropped"],
+        "samples": samples, "channels": C, "dropped": stats["dropped"], "syncs": stats["syncs"],
         "cpu_per_sample_us": round(per_sample_us, 4),
         "cpu_per_value_ns": round(per_sample_us * 1000 / C, 2),
         "core_share_16ch_10khz_pct": round(per_sample_us * RATE / 1e6 * 100, 2),
@@ -126,54 +133,72 @@ def drop_cache(path: Path) -> None:
         os.close(fd)
 
 
-def bench_read(mb: float, workdir: Path) -> dict:
+def bench_read(mb: float, workdir: Path, compressions: list[str]) -> dict:
     seconds = mb * 1e6 / (N * (8 + 4 * C)) * WINDOW
-    path, raw_t, raw_v = workdir / "big.mcap", workdir / "big.t.f64", workdir / "big.v.f32"
+    raw_t, raw_v = workdir / "big.t.f64", workdir / "big.v.f32"
     wide = StreamInfo(1, "bench/wide", tuple(Channel(f"c{i}", "V") for i in range(C)), RATE)
     env = StreamInfo(2, "bench/env", (Channel("temp", "C"),), 20.0)
     imu = StreamInfo(3, "bench/imu", tuple(Channel(f"a{i}") for i in range(6)), 200.0)
-    rng = np.random.default_rng(1)
-    with open(path, "wb") as f, open(raw_t, "wb") as ft, open(raw_v, "wb") as fv:
-        w = RecordingWriter(f)
-        for i, (t, v) in enumerate(batches(seconds)):
-            w.write(wide, i, float(t[-1]), encode_batch(1, i, t, v), 0.0, now=i * WINDOW)
+    data = list(batches(seconds))
+    with open(raw_t, "wb") as ft, open(raw_v, "wb") as fv:
+        for t, v in data:
             ft.write(t.tobytes())
             fv.write(v.T.tobytes())  # sample-major, as a raw logger writes it
-            ti = t[::50]
-            w.write(imu, i, float(ti[-1]), encode_batch(3, i, ti, rng.normal(size=(6, len(ti))).astype(np.float32)), 0.0, now=i * WINDOW)
-            if i % 20 == 0:
-                w.write(env, i // 20, float(t[-1]), encode_batch(2, i // 20, t[-1:], np.ones((1, 1), np.float32)), 0.0, now=i * WINDOW)
-            w.flush_older_than(i * WINDOW - 1.0)
-        w.close()
-    out = {"file_mb": round(path.stat().st_size / 1e6, 1), "raw_mb": round((raw_t.stat().st_size + raw_v.stat().st_size) / 1e6, 1)}
-    def read_recording():
-        with recording.open(path) as rec:
-            return rec.stream("bench/wide").read()
+    raw_bytes = raw_t.stat().st_size + raw_v.stat().st_size
+    out: dict = {"raw_mb": round(raw_bytes / 1e6, 1)}
 
     def read_raw():
         return np.fromfile(raw_t, dtype=np.float64), np.fromfile(raw_v, dtype=np.float32).reshape(-1, C)
 
-    def timed(fn, cold: bool) -> tuple[float, tuple]:
+    def timed(fn, cold: bool, files) -> tuple[float, tuple]:
         if cold:
-            for p in (path, raw_t, raw_v):
+            for p in files:
                 drop_cache(p)
         w0 = time.perf_counter()
         r = fn()
         return time.perf_counter() - w0, r
 
-    for mode in ("warm", "cold"):
-        # Alternating, best of 3 each: the machine is shared and noisy.
-        rec_times, raw_times = [], []
-        for _ in range(3):
-            s, (t, v) = timed(read_recording, mode == "cold")
-            rec_times.append(s)
-            s, (rt, rv) = timed(read_raw, mode == "cold")
-            raw_times.append(s)
-        assert np.array_equal(t, rt) and np.array_equal(v, rv.T)
-        rec_s, raw_s = min(rec_times), min(raw_times)
-        out[mode] = {"recording_s": round(rec_s, 3), "fromfile_s": round(raw_s, 3), "ratio": round(rec_s / raw_s, 2),
-                     "recording_msamples_s": round(len(t) / rec_s / 1e6, 1), "fromfile_msamples_s": round(len(t) / raw_s / 1e6, 1)}
-    for p in (path, raw_t, raw_v):
+    for comp in compressions:
+        path = workdir / f"big-{comp}.mcap"
+        rng = np.random.default_rng(1)
+        with open(path, "wb") as f:
+            w = RecordingWriter(f, compression=comp)
+            for i, (t, v) in enumerate(data):
+                w.write(wide, i, float(t[-1]), encode_batch(1, i, t, v), 0.0, now=i * WINDOW)
+                ti = t[::50]
+                w.write(imu, i, float(ti[-1]), encode_batch(3, i, ti, rng.normal(size=(6, len(ti))).astype(np.float32)), 0.0, now=i * WINDOW)
+                if i % 20 == 0:
+                    w.write(env, i // 20, float(t[-1]), encode_batch(2, i // 20, t[-1:], np.ones((1, 1), np.float32)), 0.0, now=i * WINDOW)
+                w.flush_older_than(i * WINDOW - 1.0)
+            w.close()
+        files = (path, raw_t, raw_v)
+        res = {"file_mb": round(path.stat().st_size / 1e6, 1)}
+        with recording.open(path) as rec:
+            res["threads"] = rec.threads
+
+        def read_recording(threads=None):
+            with recording.open(path, threads=threads) as rec:
+                return rec.stream("bench/wide").read()
+
+        for mode in ("warm", "cold"):
+            # Alternating, best of 3 each: the machine is shared and noisy.
+            rec_times, raw_times = [], []
+            for _ in range(3):
+                s, (t, v) = timed(read_recording, mode == "cold", files)
+                rec_times.append(s)
+                s, (rt, rv) = timed(read_raw, mode == "cold", files)
+                raw_times.append(s)
+            assert np.array_equal(t, rt) and np.array_equal(v, rv.T)
+            rec_s, raw_s = min(rec_times), min(raw_times)
+            res[mode] = {"recording_s": round(rec_s, 3), "fromfile_s": round(raw_s, 3), "ratio": round(rec_s / raw_s, 2),
+                         "recording_gb_s": round(raw_bytes / rec_s / 1e9, 2), "fromfile_gb_s": round(raw_bytes / raw_s / 1e9, 2),
+                         "recording_msamples_s": round(len(t) / rec_s / 1e6, 1), "fromfile_msamples_s": round(len(t) / raw_s / 1e6, 1)}
+        if comp == "zstd":
+            one = min(timed(lambda: read_recording(1), False, files)[0] for _ in range(3))
+            res["warm"]["one_thread_s"] = round(one, 3)
+        out[comp] = res
+        path.unlink()
+    for p in (raw_t, raw_v):
         p.unlink()
     return out
 
@@ -183,11 +208,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="stream seconds published in the recording-cost part")
     ap.add_argument("--mb", type=float, default=300.0, help="size of the large recording (raw MB of the wide stream)")
     ap.add_argument("--dir", default=None, help="where to write (default: a temporary directory under /var/tmp)")
+    ap.add_argument("--compression", default="zstd,lz4,none", help="chunk compressions to compare in the read part (comma-separated)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     base = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="sensorstream-bench-", dir="/var/tmp"))
     try:
-        res = {"recording": bench_recording(a.seconds, base), "read": bench_read(a.mb, base)}
+        res = {"recording": bench_recording(a.seconds, base), "read": bench_read(a.mb, base, a.compression.split(","))}
     finally:
         if not a.dir:
             shutil.rmtree(base, ignore_errors=True)
@@ -200,10 +226,14 @@ def main(argv=None) -> int:
           f"dropped {r['dropped']}")
     print(f"write: {r['write_mb_s']} MB/s through the recorder vs {r['raw_write_mb_s']} MB/s raw f.write "
           f"(file {r['file_mb']} MB for {r['payload_mb']} MB of batches)")
-    for mode in ("warm", "cold"):
-        m = rd[mode]
-        print(f"read one stream of a {rd['file_mb']} MB recording ({mode}): {m['recording_s']} s vs np.fromfile {m['fromfile_s']} s "
-              f"= {m['ratio']}x ({m['recording_msamples_s']} M samples/s)")
+    for comp, res in rd.items():
+        if not isinstance(res, dict):
+            continue
+        for mode in ("warm", "cold"):
+            m = res[mode]
+            print(f"read one stream ({rd['raw_mb']} MB of samples) of a {res['file_mb']} MB {comp} recording ({mode}, {res['threads']} threads): "
+                  f"{m['recording_s']} s ({m['recording_gb_s']} GB/s) vs np.fromfile {m['fromfile_s']} s ({m['fromfile_gb_s']} GB/s) "
+                  f"= {m['ratio']}x" + (f"; one thread {m['one_thread_s']} s" if "one_thread_s" in m else ""))
     return 0
 
 
