@@ -224,6 +224,11 @@ class Hub(abc.ABC):
         keeps none in this process raises NotImplementedError."""
         raise NotImplementedError
 
+    def subscribers_of(self, key: int) -> tuple[Subscriber, ...]:
+        """This process's subscribers of a stream (`replay --speed 0` paces itself by
+        their backlogs: sources/pacing.py); () for a stream it does not hold."""
+        return ()
+
 
 def is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")

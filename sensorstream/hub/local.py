@@ -330,3 +330,7 @@ class LocalHub(Hub):
 
     def history_frames(self, key: int) -> list[Frame]:
         return list(self._streams[key].history)
+
+    def subscribers_of(self, key: int) -> tuple[Subscriber, ...]:
+        st = self._streams.get(key)
+        return () if st is None else st.fanout

@@ -100,7 +100,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="serve a recording as live streams, with its original timing",
                        usage="sensorstream replay FILE.mcap [--speed X] [--loop] [--port PORT] [options]  (see --help)")
     p.add_argument("file", metavar="FILE.mcap")
-    p.add_argument("--speed", type=argtypes.number(0, 1000), default=1.0, help="playback speed (2: twice as fast; 0: as fast as possible)")
+    p.add_argument("--speed", type=argtypes.number(0, 1000), default=1.0,
+                   help="playback speed (2: twice as fast; 0: as fast as the clients read: each batch goes out once every "
+                        "subscribed client has room for it, so none is dropped; nothing goes out before the first client "
+                        "subscribes; a client that stops reading is closed by the usual ping/send timeouts)")
     p.add_argument("--loop", action="store_true", help="start over at the end")
     p.add_argument("--host", type=argtypes.host, default="127.0.0.1", help="address to bind; anything but loopback needs --token")
     p.add_argument("--port", type=argtypes.listen_port, default=8765, help="TCP port, 1-65535 (0 picks a free one)")
@@ -300,8 +303,10 @@ def make_replay_server(cfg, path, speed: float = 1.0, loop: bool = False):
     from ..server.app import Server
     from ..sources.replay import Replay
 
+    from ..sources.pacing import PaceLimits
+
     server = Server(cfg)
-    replay = Replay(server.hub, path, speed=speed, loop=loop)
+    replay = Replay(server.hub, path, speed=speed, loop=loop, pace=PaceLimits.for_outbox(cfg.queue_batches, server.queue_bytes))
 
     def broadcast(state: dict) -> None:
         text = protocol.playback_state(None, state)

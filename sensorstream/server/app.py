@@ -132,7 +132,8 @@ class Server:
     def use_replay(self, replay) -> None:
         """Serve `replay` (sources/replay.py): a source that also takes `playback` messages."""
         self.replay = replay
-        self.ws_context = dataclasses.replace(self.ws_context, replay=replay)
+        # (At speed 0 it publishes as fast as the clients read: sources/pacing.py.)
+        self.ws_context = dataclasses.replace(self.ws_context, replay=replay, backlog_changed=replay.backlog_changed)
         self.add_source(replay.run)
 
     def add_source(self, source: Source) -> None:

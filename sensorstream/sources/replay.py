@@ -28,6 +28,7 @@ import trio
 from ..hub import Hub
 from ..protocol import DISCONNECTED
 from ..recording import RecordedStream, Recording, RecordingError
+from .pacing import PaceLimits, ReadPacer
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,9 @@ class Replay:
     """A recording replayed into a hub. Control methods return at once (they are
     called from client sessions); `run` is the source task."""
 
-    def __init__(self, hub: Hub, path: str | Path, *, speed: float = 1.0, loop: bool = False):
+    def __init__(self, hub: Hub, path: str | Path, *, speed: float = 1.0, loop: bool = False, pace: PaceLimits = PaceLimits()):
         self.hub = hub
+        self.pacer = ReadPacer(hub, pace)  # speed 0: as fast as the clients read
         self.path = Path(path)
         self.rec = Recording(self.path)  # raises RecordingError for a file that is not one
         if not self.rec.streams:
@@ -127,9 +129,14 @@ class Replay:
         self.clock.seek(t, trio.current_time())
         return self._changed_state()
 
+    def backlog_changed(self) -> None:
+        """A client's queue shrank, or clients came or went (the server calls this)."""
+        self.pacer.wake()
+
     def _changed_state(self) -> dict:
         ev, self._changed = self._changed, trio.Event()
         ev.set()
+        self.pacer.wake()
         state = self.state()
         if self.on_state is not None:
             self.on_state(state)
@@ -182,10 +189,15 @@ class Replay:
                 if due is None:
                     await changed.wait()
                     continue
-                if due <= trio.current_time():
-                    break
-                with trio.move_on_at(due):
-                    await changed.wait()
+                if due > trio.current_time():
+                    with trio.move_on_at(due):
+                        await changed.wait()
+                    continue
+                key = self._keys.get(s.id)
+                if self.clock.speed == 0 and key is not None and not self.pacer.ready(key, self._keys.values()):
+                    await self.pacer.wait()  # a client's queue shrinks, clients come or go, or playback changes
+                    continue
+                break
             self._publish(s, batch)
             self._last_t = t
             self.clock.reached(t, trio.current_time())

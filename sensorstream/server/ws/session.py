@@ -90,6 +90,9 @@ class SessionContext:
     replay: "Replay | None" = None  # takes `playback` messages (`sensorstream replay`, docs/recording.md)
     commands: "CommandRegistry | None" = None  # devices' write sides and consoles (control.py)
     tick: Tick = field(default_factory=Tick)  # one write per client per tick (tick.py)
+    # Called when a client's queue shrinks, it subscribes, unsubscribes or leaves
+    # (`replay --speed 0` waits for its clients: sources/pacing.py).
+    backlog_changed: Callable[[], None] | None = None
 
 
 class CloseSession(Exception):
@@ -152,6 +155,8 @@ def _subscribe(s: "ClientSession", req: protocol.Subscribe) -> None:
         # between, so history meets live exactly.
         s.outbox_().push_history(History.of(history))
         s._kick()
+    if s.ctx.backlog_changed is not None:
+        s.ctx.backlog_changed()
 
 
 @handles(protocol.Unsubscribe)
@@ -166,6 +171,8 @@ def _unsubscribe(s: "ClientSession", req: protocol.Unsubscribe) -> None:
     if s.outbox is not None:
         s.outbox.purge(keys)
     s.reply(protocol.unsubscribed(req.ref, keys))
+    if s.ctx.backlog_changed is not None:
+        s.ctx.backlog_changed()
 
 
 @handles(protocol.Ping)
@@ -426,6 +433,8 @@ class ClientSession:
             self.hub.detach(self)
             if self.ctx.commands is not None:
                 self.ctx.commands.detach(self)
+            if self.ctx.backlog_changed is not None:
+                self.ctx.backlog_changed()
 
     async def _ready(self, msg: str) -> None:
         """A bus hub fetches the history of the streams a subscribe names first (one
@@ -565,6 +574,8 @@ class ClientSession:
         self.stats.bytes_sent_total += nbytes
         if frames:
             self.stats.writes_total += 1
+            if self.ctx.backlog_changed is not None:
+                self.ctx.backlog_changed()
 
     async def _send_bytes(self, data: bytes, frames: int) -> None:
         direct = self._direct
