@@ -12,7 +12,9 @@ def test_recording_bench_runs_and_reports_every_figure(tmp_path):
     out = subprocess.run([sys.executable, "-m", "bench.recording", "--seconds", "1", "--mb", "2", "--dir", str(tmp_path), "--json"],
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=120, check=True)
     res = json.loads(out.stdout)
-    assert res["recording"]["dropped"] == 0 and res["recording"]["cpu_per_sample_us"] > 0
-    for mode in ("warm", "cold"):
-        assert res["read"][mode]["ratio"] > 0
+    assert res["recording"]["dropped"] == 0 and res["recording"]["cpu_per_sample_us"] > 0 and res["recording"]["syncs"] >= 1
+    for compression in ("zstd", "lz4", "none"):
+        for mode in ("warm", "cold"):
+            assert res["read"][compression][mode]["ratio"] > 0 and res["read"][compression][mode]["recording_gb_s"] > 0
+    assert res["read"]["zstd"]["warm"]["one_thread_s"] > 0
     assert list(tmp_path.iterdir()) in ([], [tmp_path / "rec"])  # its files are removed
