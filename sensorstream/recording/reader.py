@@ -22,7 +22,6 @@ import fnmatch
 import heapq
 import itertools
 import io
-import mmap
 import os
 import struct
 import threading
@@ -63,7 +62,6 @@ class ChunkInfo:
     end_ns: int
     channel_ids: set[int] | None = None  # None: not known without decompressing
     compression: str | None = None  # None: not known without reading the chunk's header
-    usize: int | None = None  # uncompressed size of its records
 
 
 @dataclass
@@ -211,7 +209,7 @@ class Recording:
         self.channels = dict(summary.channels)
         for ci in summary.chunk_indexes:
             self.chunks.append(ChunkInfo(ci.chunk_start_offset, ci.chunk_length, ci.message_start_time, ci.message_end_time,
-                                         set(ci.message_index_offsets) or None, ci.compression, ci.uncompressed_size))
+                                         set(ci.message_index_offsets) or None, ci.compression))
         drops = [m for m in summary.metadata_indexes if m.name == DROPS_METADATA]
         if drops:
             self.drops = self._metadata_at(max(drops, key=lambda m: m.offset).offset)
@@ -232,11 +230,11 @@ class Recording:
                 break  # cut off here
             if opcode == Opcode.CHUNK:
                 head = self._read_at(pos + 9, _CHUNK_HEAD.size + 4 + 16)
-                start_ns, end_ns, usize, _crc = _CHUNK_HEAD.unpack_from(head)
+                start_ns, end_ns, _usize, _crc = _CHUNK_HEAD.unpack_from(head)
                 (clen,) = struct.unpack_from("<I", head, _CHUNK_HEAD.size)
                 name = head[_CHUNK_HEAD.size + 4: _CHUNK_HEAD.size + 4 + clen]
                 last_chunk = ChunkInfo(pos, end - pos, start_ns, end_ns,
-                                       compression=name.decode(errors="replace") if clen == len(name) else None, usize=usize)
+                                       compression=name.decode(errors="replace") if clen == len(name) else None)
                 self.chunks.append(last_chunk)
             elif opcode == Opcode.MESSAGE_INDEX and last_chunk is not None:
                 (cid,) = struct.unpack("<H", self._read_at(pos + 9, 2))
@@ -303,19 +301,10 @@ class Recording:
             return {}
         return _counts(Metadata.read(ReadDataStream(io.BytesIO(self._read_at(offset + 9, length)))).metadata)
 
-    @staticmethod
-    def _room(chunk: ChunkInfo) -> int | None:
-        """Bytes `_decompress` needs for this chunk's data, if known without reading it."""
-        return chunk.length if chunk.compression == "" else chunk.usize
-
-    def _decompress(self, chunk: ChunkInfo, into: memoryview | None = None) -> memoryview:
-        """The chunk's records, decompressed. `into`: where to put them (`_room(chunk)` bytes).
-
-        A read puts every chunk into one anonymous mapping (`into` is a slice of
-        it): one allocation, given back to the OS at once, instead of a fresh
-        buffer per chunk. (Not numpy memory: numpy asks for huge pages, and on
-        the VM this was measured on, faulting those in cost 0.5-1 s per 300 MB
-        in a fresh process.) Compressed bytes go through one buffer per thread."""
+    def _decompress(self, chunk: ChunkInfo) -> memoryview:
+        # Chunks land in numpy memory: numpy asks the kernel for huge pages for
+        # big arrays, and faulting in fresh 4 KiB pages cost a read as much as
+        # decompressing did. The compressed bytes go through one buffer per thread.
         local = self._local
         compressed = chunk.compression != "" or chunk.length < 4096
         if compressed:
@@ -323,7 +312,7 @@ class Recording:
                 local.buf = np.empty(max(chunk.length, 1 << 20), np.uint8)
             raw = memoryview(local.buf)[: chunk.length]
         else:
-            raw = into if into is not None else memoryview(np.empty(chunk.length, np.uint8))
+            raw = memoryview(np.empty(chunk.length, np.uint8))
         if os.preadv(self._f.fileno(), [raw], chunk.offset) != chunk.length:
             raise RecordingError(f"{self.path} changed while being read (chunk at {chunk.offset} is cut short)")
         _start, _end, usize, _crc = _CHUNK_HEAD.unpack_from(raw, 9)
@@ -339,7 +328,7 @@ class Recording:
             dctx = getattr(local, "dctx", None)
             if dctx is None:
                 dctx = local.dctx = zstandard.ZstdDecompressor()
-            out = into if into is not None and len(into) == usize else memoryview(np.empty(usize, np.uint8))
+            out = memoryview(np.empty(usize, np.uint8))
             with dctx.stream_reader(data) as reader:
                 got = 0
                 while got < usize:
@@ -370,19 +359,9 @@ class Recording:
         start_ns = -1.0 if start is None else start * 1e9 - 1e3
         chunks = self._select(ids, start_ns, end)
 
-        # Every chunk's records go into one anonymous mapping (see _decompress), when their sizes are known.
-        rooms = [self._room(ch) for ch in chunks]
-        where: dict[int, memoryview] = {}
-        if chunks and None not in rooms and sum(rooms):
-            arena = memoryview(mmap.mmap(-1, sum(rooms)))
-            at = 0
-            for ch, room in zip(chunks, rooms):
-                where[ch.offset] = arena[at: at + room]
-                at += room
-
         def runs_of(chunk: ChunkInfo) -> tuple[list[Run], bool]:
             try:
-                return chunk_runs(self._decompress(chunk, where.get(chunk.offset)), ids, c, start_ns, end)
+                return chunk_runs(self._decompress(chunk), ids, c, start_ns, end)
             except LayoutError as e:
                 raise RecordingError(f"{self.path}: {e} (chunk at {chunk.offset})") from None
 
