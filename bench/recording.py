@@ -22,7 +22,8 @@
    read the wide stream with `recording.open(...).stream(id).read()` against
    `np.fromfile` of the same samples stored raw (float64 times, float32
    values), warm (in the page cache) and cold (after fsync +
-   POSIX_FADV_DONTNEED on every file), best of 3, alternating. GB/s are of the
+   POSIX_FADV_DONTNEED on every file), best of 5, alternating, after one
+   untimed round of each. GB/s are of the
    raw samples (what either way ends up in memory). For zstd, also the read
    with one thread (the read before threads).
 """
@@ -133,7 +134,7 @@ def drop_cache(path: Path) -> None:
         os.close(fd)
 
 
-def bench_read(mb: float, workdir: Path, compressions: list[str]) -> dict:
+def bench_read(mb: float, workdir: Path, compressions: list[str], repeat: int = 5) -> dict:
     seconds = mb * 1e6 / (N * (8 + 4 * C)) * WINDOW
     raw_t, raw_v = workdir / "big.t.f64", workdir / "big.v.f32"
     wide = StreamInfo(1, "bench/wide", tuple(Channel(f"c{i}", "V") for i in range(C)), RATE)
@@ -180,10 +181,13 @@ def bench_read(mb: float, workdir: Path, compressions: list[str]) -> dict:
             with recording.open(path, threads=threads) as rec:
                 return rec.stream("bench/wide").read()
 
+        # One untimed round first: the process's first big allocations fault in
+        # fresh memory (slowly, and by luck, on a VM), which neither side should be timed on.
+        read_recording(), read_raw()
         for mode in ("warm", "cold"):
-            # Alternating, best of 3 each: the machine is shared and noisy.
+            # Alternating, best of `repeat` each: the machine is shared and noisy.
             rec_times, raw_times = [], []
-            for _ in range(3):
+            for _ in range(repeat):
                 s, (t, v) = timed(read_recording, mode == "cold", files)
                 rec_times.append(s)
                 s, (rt, rv) = timed(read_raw, mode == "cold", files)
@@ -194,7 +198,7 @@ def bench_read(mb: float, workdir: Path, compressions: list[str]) -> dict:
                          "recording_gb_s": round(raw_bytes / rec_s / 1e9, 2), "fromfile_gb_s": round(raw_bytes / raw_s / 1e9, 2),
                          "recording_msamples_s": round(len(t) / rec_s / 1e6, 1), "fromfile_msamples_s": round(len(t) / raw_s / 1e6, 1)}
         if comp == "zstd":
-            one = min(timed(lambda: read_recording(1), False, files)[0] for _ in range(3))
+            one = min(timed(lambda: read_recording(1), False, files)[0] for _ in range(repeat))
             res["warm"]["one_thread_s"] = round(one, 3)
         out[comp] = res
         path.unlink()
@@ -209,11 +213,12 @@ def main(argv=None) -> int:
     ap.add_argument("--mb", type=float, default=300.0, help="size of the large recording (raw MB of the wide stream)")
     ap.add_argument("--dir", default=None, help="where to write (default: a temporary directory under /var/tmp)")
     ap.add_argument("--compression", default="zstd,lz4,none", help="chunk compressions to compare in the read part (comma-separated)")
+    ap.add_argument("--repeat", type=int, default=5, help="reads of each kind; the best counts")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     base = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="sensorstream-bench-", dir="/var/tmp"))
     try:
-        res = {"recording": bench_recording(a.seconds, base), "read": bench_read(a.mb, base, a.compression.split(","))}
+        res = {"recording": bench_recording(a.seconds, base), "read": bench_read(a.mb, base, a.compression.split(","), a.repeat)}
     finally:
         if not a.dir:
             shutil.rmtree(base, ignore_errors=True)

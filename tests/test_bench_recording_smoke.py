@@ -9,7 +9,7 @@ from .test_cli import ROOT
 
 
 def test_recording_bench_runs_and_reports_every_figure(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bench.recording", "--seconds", "1", "--mb", "2", "--dir", str(tmp_path), "--json"],
+    out = subprocess.run([sys.executable, "-m", "bench.recording", "--seconds", "1", "--mb", "2", "--repeat", "1", "--dir", str(tmp_path), "--json"],
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=120, check=True)
     res = json.loads(out.stdout)
     assert res["recording"]["dropped"] == 0 and res["recording"]["cpu_per_sample_us"] > 0 and res["recording"]["syncs"] >= 1
