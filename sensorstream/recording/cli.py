@@ -52,7 +52,7 @@ def add_serve_arguments(g: argparse._ArgumentGroup, d) -> None:
 
 def _compression_argument(g, flag: str, default: str) -> None:
     g.add_argument(flag, choices=["zstd", "lz4", "none"], default=default,
-                   help="chunk compression: zstd (smallest files; default), lz4 (reads back ~4x faster; needs the lz4 "
+                   help="chunk compression: zstd (smallest files; default), lz4 (reads back ~2x faster, bigger files; needs the lz4 "
                         "package) or none (docs/recording.md#compression)")
 
 

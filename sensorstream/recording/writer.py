@@ -52,7 +52,7 @@ DEFAULT_CHUNK_AGE_S = 1.0  # data in the open chunk (what a crash can lose) is y
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024  # batches waiting for the disk; beyond: counted drops
 DEFAULT_WRITE_INTERVAL = 0.2
 DEFAULT_SYNC_INTERVAL = 1.0  # fdatasync at most this often (a power loss loses at most this much more than a crash)
-#: Chunk compression: zstd (the default: smallest files), lz4 (about 4x faster to read
+#: Chunk compression: zstd (the default: smallest files), lz4 (about 2x faster to read
 #: back, files about as big as the batches), none. docs/recording.md#compression has figures.
 COMPRESSIONS = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
 DEFAULT_COMPRESSION = "zstd"
