@@ -7,14 +7,16 @@ import time
 
 import numpy as np
 import pytest
+import trio
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 
-from sensorstream import protocol, recording
+from sensorstream import cli, protocol, recording
+from sensorstream.hub import LocalHub
 from sensorstream.protocol import Channel, StreamInfo, encode_batch
 from sensorstream.recording.columns import LayoutError, assemble, chunk_runs
 from sensorstream.recording.format import MESSAGE_ENCODING, channel_metadata
-from sensorstream.recording.writer import RecordingWriter
+from sensorstream.recording.writer import RecordingWriter, recorder_for
 
 WIDE = StreamInfo(1, "dev/wide", tuple(Channel(f"c{i}", "V") for i in range(5)), 1000.0, device="dev")
 ENV = StreamInfo(2, "dev/env", (Channel("temp", "°C"),), 10.0, device="dev")
@@ -173,11 +175,6 @@ def test_a_damaged_batch_or_layout_is_an_error_not_garbage(tmp_path):
 
 
 async def test_serve_record_compression_reaches_the_file(tmp_path):
-    from sensorstream import cli
-    from sensorstream.hub import LocalHub
-    from sensorstream.recording.writer import recorder_for
-    import trio
-
     a = cli.parse_serve_args(cli.build_parser(), ["serve", "--record", str(tmp_path), "--record-compression", "lz4"])
     hub = LocalHub()
     rec = recorder_for(cli.config_from_args(a), hub)
@@ -192,51 +189,3 @@ async def test_serve_record_compression_reaches_the_file(tmp_path):
         t, v = r.stream("dev/wide").read()
         assert len(t) == 50 and np.array_equal(v[:, ::10], np.tile(np.arange(5, dtype=np.float32), (5, 1)))
 
-
-def test_the_recording_is_synced_at_most_once_a_second_and_when_closed(tmp_path, monkeypatch):
-    import os
-
-    from sensorstream.recording.writer import Recorder, RecorderConfig
-
-    synced = []
-    real = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append(fd) or real(fd))
-    rec = Recorder(RecorderConfig(directory=tmp_path))  # the worker's step, run here with the clock it is given
-    t = T0 + np.arange(10) / 1000
-    payload = encode_batch(1, 0, t, np.zeros((5, 10), np.float32))
-    for k in range(11):  # a write tick every 0.2 s for 2 s
-        rec._write([(WIDE, k, float(t[-1]), 10, payload, time.time())], k * 0.2, None, False)
-    assert len(synced) == 3  # at 0, 1.0 and 2.0 s: at most once a second while data arrives
-    assert rec.stats.syncs == 3 + 1  # (+ the directory, once for the new file)
-    rec._write([], 2.2, None, True)  # shutdown: the summary is synced too
-    assert len(synced) == 4 and rec.stats.syncs == 5
-    with recording.open(rec.stats.files[0]) as r:
-        assert r.complete and len(r.stream("dev/wide").read()[0]) == 110
-
-
-async def test_syncs_happen_in_the_worker_thread_never_the_trio_thread(tmp_path, monkeypatch):
-    import os
-    import threading
-
-    import trio
-
-    from sensorstream.hub import LocalHub
-    from sensorstream.recording.writer import Recorder, RecorderConfig
-
-    threads = []
-    real = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: threads.append(threading.get_ident()) or real(fd))
-    hub = LocalHub()
-    key = hub.add_stream("dev/wide", WIDE.channels).key
-    rec = Recorder(RecorderConfig(directory=tmp_path, write_interval=0.01, chunk_age_s=0.05, sync_interval=0.05), hub=hub)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(rec.run)
-        with trio.fail_after(30):
-            seq = 0
-            while len(threads) < 2:  # the file's first sync, then one after a chunk was written
-                hub.publish(key, seq, T0 + seq + np.arange(10) / 10, np.zeros((5, 10), np.float32))
-                seq += 1
-                await trio.sleep(0.01)
-        nursery.cancel_scope.cancel()
-    assert len(threads) >= 3 and rec.stats.to_json()["syncs"] >= 4  # + the close, + the directory
-    assert threading.get_ident() not in threads
