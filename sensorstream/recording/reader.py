@@ -106,7 +106,7 @@ class Recording:
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
         self.path = Path(path)
         # Threads that read and decompress chunks for `RecordedStream.read` (None: one per usable core, at most 4).
-        self.threads = max(1, threads) if threads is not None else min(4, len(os.sched_getaffinity(0)))
+        self.threads = max(1, threads) if threads is not None else min(4, _usable_cores())
         try:
             self._f = builtins.open(self.path, "rb")
         except OSError as e:
@@ -438,6 +438,12 @@ def _records(buf: memoryview, ids: set[int] | None) -> Iterator[tuple[int, int, 
         cid, seq, log_ns, pub_ns = unpack_msg(buf, body)
         if ids is None or cid in ids:
             yield cid, seq, log_ns, pub_ns, buf[body + _MSG_HEAD_SIZE: pos]
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # (not on macOS)
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _counts(meta: dict[str, str]) -> dict[str, int]:
