@@ -172,7 +172,7 @@ class RecordingWriter:
             return
         self._f.flush()
         try:
-            os.fdatasync(self._f.fileno())
+            getattr(os, "fdatasync", os.fsync)(self._f.fileno())  # (macOS has no fdatasync)
         except OSError as e:  # (io.UnsupportedOperation is one)
             if isinstance(e, io.UnsupportedOperation) or e.errno in (errno.EINVAL, errno.EROFS, errno.ENOTSUP):
                 self._can_sync = False
