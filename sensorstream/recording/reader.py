@@ -12,7 +12,10 @@ record, and every complete chunk is used; whatever follows the last complete
 chunk is ignored. Nothing here writes.
 
 Each message is one wire-format batch: it decodes with `np.frombuffer`, with no
-Python work per sample.
+Python work per sample. `read()` goes further (columns.py): a thread pool reads
+and decompresses the chunks, each chunk's batches are found as runs (strided
+views) and copied once into arrays of their final size: no Python work per
+batch either.
 """
 
 from __future__ import annotations
@@ -308,8 +311,10 @@ class Recording:
         # object per chunk and 0.52 s for one anonymous mapping for the whole
         # read.) The compressed bytes go through one buffer per thread.
         local = self._local
-        compressed = chunk.compression != "" or chunk.length < 4096
-        if compressed:
+        # (An uncompressed chunk is read straight into the buffer it is used from;
+        # a small one, or one of unknown compression, goes through the thread's.)
+        via_buffer = chunk.compression != "" or chunk.length < 4096
+        if via_buffer:
             if getattr(local, "buf", None) is None or len(local.buf) < chunk.length:
                 local.buf = np.empty(max(chunk.length, 1 << 20), np.uint8)
             raw = memoryview(local.buf)[: chunk.length]
@@ -325,7 +330,7 @@ class Recording:
         (dlen,) = struct.unpack_from("<Q", raw, p)
         data = raw[p + 8: p + 8 + dlen]
         if compression == "":
-            return data if not compressed else memoryview(bytes(data))
+            return data if not via_buffer else memoryview(bytes(data))
         if compression == "zstd":
             dctx = getattr(local, "dctx", None)
             if dctx is None:
@@ -348,7 +353,6 @@ class Recording:
                 raise RecordingError(f"{self.path} uses lz4 chunks: pip install lz4") from None
             return memoryview(lz4.frame.decompress(data))
         raise RecordingError(f"{self.path}: unknown chunk compression {compression!r}")
-
 
     def chunk_messages(self, chunk: ChunkInfo, ids: set[int] | None = None) -> Iterator[tuple[int, int, int, int, memoryview]]:
         """(channel id, sequence, log time ns, publish time ns, payload) of each message in a chunk, in order."""
