@@ -14,6 +14,10 @@ the caller's clock under pause, speed and seek, and is tested on its own.
 Seeking backwards (or looping) makes time run backwards, which no live stream
 does: the streams are removed and added again first, so every client treats
 what follows as a new stream rather than as out-of-order data.
+
+At speed 0 there is no clock to follow: each batch goes out once every client
+subscribed to its stream has room for it (`pacing.py`), so the replay runs as
+fast as the clients read and none of them is sent more than it can take.
 """
 
 from __future__ import annotations
