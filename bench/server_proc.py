@@ -32,6 +32,7 @@ import trio
 
 from sensorstream.config import ServerConfig
 from sensorstream.protocol import Channel
+from sensorstream.server import gctune
 from sensorstream.server.app import Server
 
 from .common import CHANNELS, STREAM_ID, SyntheticBatches, stream_id, emit, pin, raise_nofile, self_stats
@@ -217,6 +218,7 @@ async def main(a: argparse.Namespace) -> None:
         port = await nursery.start(server.run)
         for key in keys:
             nursery.start_soon(publisher, key)
+        gctune.tune()  # as `serve` does once it listens
         emit({"port": port, "pid": os.getpid(), "impl": "sensorstream", "started": time.time()})
         await control()
         nursery.cancel_scope.cancel()

@@ -235,6 +235,7 @@ def run_server(command: str, fn, *args) -> int:
 
 async def serve(cfg: ServerConfig, server=None, what: str = "") -> None:
     """Run `server` (by default one set up from `cfg`) until SIGINT/SIGTERM."""
+    from .server import gctune
     from .server.app import Server
 
     if server is None:
@@ -250,6 +251,7 @@ async def serve(cfg: ServerConfig, server=None, what: str = "") -> None:
                 if err is None:
                     raise
                 raise err from None
+            gctune.tune()  # start-up is over (server/gctune.py)
             host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
             http, ws = ("https", "wss") if cfg.certfile else ("http", "ws")
             print(f"sensorstream {__version__}: {what}dashboard at {http}://{host}:{port}/  (WebSocket {ws}://{host}:{port}/ws)", flush=True)

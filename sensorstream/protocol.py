@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import struct
 from dataclasses import dataclass
@@ -188,17 +189,29 @@ def _dumps(obj: dict[str, Any]) -> str:
 
 
 def hello(server: str, session: str, heartbeat_s: float, streams: list[StreamInfo], bus: bool | None = None) -> str:
-    msg: dict[str, Any] = {
-        "type": "hello",
-        "protocol": PROTOCOL_VERSION,
-        "server": server,
-        "session": session,
-        "heartbeat_s": heartbeat_s,
-        "streams": [s.to_json() for s in streams],
-    }
-    if bus is not None:  # only a server with a bus (--bus) says whether it is up
-        msg["bus"] = {"up": bus}
-    return _dumps(msg)
+    # Every connection gets one, and the catalog rarely changes between two: its
+    # JSON (most of the message) is kept for as long as the same StreamInfo
+    # objects (frozen: a change is a new object) make up the catalog.
+    return "".join((
+        '{"type":"hello","protocol":', str(PROTOCOL_VERSION), ',"server":', _ENCODER.encode(server),
+        ',"session":', _ENCODER.encode(session), ',"heartbeat_s":', _ENCODER.encode(heartbeat_s),
+        ',"streams":', _catalog_json(streams),
+        # only a server with a bus (--bus) says whether it is up
+        "}" if bus is None else (',"bus":{"up":true}}' if bus else ',"bus":{"up":false}}'),
+    ))
+
+
+_catalog_cache: tuple[tuple[StreamInfo, ...], str] = ((), "[]")
+
+
+def _catalog_json(streams: list[StreamInfo]) -> str:
+    global _catalog_cache
+    last, text = _catalog_cache
+    if len(last) == len(streams) and all(map(operator.is_, last, streams)):
+        return text
+    text = _ENCODER.encode([s.to_json() for s in streams])
+    _catalog_cache = (tuple(streams), text)
+    return text
 
 
 def bus(up: bool) -> str:

@@ -33,6 +33,7 @@ def start_session(nursery, server: Server, pair=trio.testing.memory_stream_pair)
     if not getattr(server, "_test_keeper_started", False):
         server._test_keeper_started = True
         nursery.start_soon(server.keeper.run)  # Server.run would start it
+        server.nursery = nursery  # ...and own the sessions' sender tasks
 
     async def serve():
         await handle_http(server.http_context, server_end, "mem")

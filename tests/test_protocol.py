@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import struct
 
@@ -124,3 +125,24 @@ def test_parser_never_raises_anything_but_protocol_error(text):
         p.parse_client_message(text)
     except p.ProtocolError as e:
         json.loads(e.to_message())
+
+
+def test_hello_is_the_json_of_its_fields_whether_or_not_the_catalog_json_is_reused():
+    """hello() builds its text by hand around a cached catalog: it must say exactly
+    what json.dumps of the message would, and notice a changed catalog at once."""
+    def reference(server, session, hb, streams, bus=None):
+        msg = {"type": "hello", "protocol": p.PROTOCOL_VERSION, "server": server, "session": session,
+               "heartbeat_s": hb, "streams": [s.to_json() for s in streams]}
+        if bus is not None:
+            msg["bus"] = {"up": bus}
+        return json.dumps(msg, separators=(",", ":"), allow_nan=False)
+
+    a = p.StreamInfo(1, "a/b", (p.Channel("x", "V"),))
+    b = p.StreamInfo(2, 'q"\u00e9/\\', (p.Channel("y", ""),), rate_hz=3.5)
+    b_stale = dataclasses.replace(b, status=p.STALE)
+    for bus in (None, True, False):
+        for streams in ([], [a, b], [a, b], [a, b_stale], [a], [b_stale, a]):
+            for hb in (2.0, 2, 0.25):
+                text = p.hello('sensor"stream/1', "abc", hb, streams, bus)
+                assert text == reference('sensor"stream/1', "abc", hb, streams, bus)
+                assert json.loads(text)["streams"] == [s.to_json() for s in streams]

@@ -40,18 +40,19 @@ from ..sources.setup import from_config as sources_from_config
 from . import export
 from .http import HttpContext, StaticFiles, Upgrade, dashboard_dir, handle_http
 from .metrics import ServerStats, make_registry, render
+from .tcp import TcpStream, as_trio_stream, detach_listeners, serve_tcp
 from .security import AddressCounts, ConfigError, check_bind, check_commands_bind, ssl_context
 from .ws import ClientSession, Framer, Keeper, ServerConnection, SessionContext, rights_for
 
 log = logging.getLogger(__name__)
 
 
-def _peer(stream: trio.abc.Stream) -> tuple[str, str]:
+def _peer(stream: TcpStream) -> tuple[str, str]:
     """("host:port", "host") of the client."""
     try:
-        host, port = stream.socket.getpeername()[:2]
+        host, port = stream.address[:2]
         return f"{host}:{port}", host
-    except (AttributeError, OSError):
+    except (TypeError, ValueError):
         return "?", "?"
 
 
@@ -109,7 +110,9 @@ class Server:
         self._listen_scope = trio.CancelScope()
         self._shutting_down = False
         self._changed = trio.Event()
-        self._nursery: trio.Nursery | None = None
+        # The nursery of the server's own tasks (sources, keeper...) and of every
+        # connection's; run() sets it (a test driving connections itself sets its own).
+        self.nursery: trio.Nursery | None = None
         for source in sources_from_config(self.hub, cfg, self.commands):
             self.add_source(source)
         # Another consumer of the hub (docs/recording.md).
@@ -152,7 +155,7 @@ class Server:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            self.nursery = nursery
             await nursery.start(self.hub.run)  # the bus connection, if any, before sources publish
             if self.recorder is not None:
                 # Before the sources, so the recording starts with their first batch.
@@ -162,8 +165,8 @@ class Server:
             # Opened here (a taken port fails before anything is served) and served in a
             # task that _listen_scope covers, so shutdown() really stops accepting.
             listeners = await trio.open_tcp_listeners(self.cfg.port, host=self.cfg.host, backlog=LISTEN_BACKLOG)
-            nursery.start_soon(self._accept, listeners, nursery)
             self.port = listeners[0].socket.getsockname()[1]
+            nursery.start_soon(self._accept, detach_listeners(listeners), nursery)
             nursery.start_soon(self._log_drops)
             nursery.start_soon(self.keeper.run)
             nursery.start_soon(self.ws_context.tick.run)
@@ -173,9 +176,9 @@ class Server:
                      extra={"event": "listening", "port": self.port, "tls": bool(self.ssl_context), "token": bool(self.cfg.token)})
             task_status.started(self.port)
 
-    async def _accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
-        with self._listen_scope:  # cancelling it closes the listeners (trio.serve_listeners)
-            await trio.serve_listeners(self._handle_tcp, listeners, handler_nursery=nursery)
+    async def _accept(self, socks, nursery: trio.Nursery) -> None:
+        with self._listen_scope:  # cancelling it closes the listening sockets (tcp.serve_tcp)
+            await serve_tcp(self._handle_tcp, socks, nursery)
 
     async def shutdown(self) -> None:
         """Stop accepting (listeners closed first: a dashboard reconnecting at once is
@@ -187,8 +190,8 @@ class Server:
             s.stop("server shutting down", 1001)
         with trio.move_on_after(self.cfg.close_timeout + 1.0):
             await self._no_websockets.wait()
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------------------ connections
 
@@ -201,7 +204,7 @@ class Server:
         while not predicate(self.sessions):
             await self._changed.wait()
 
-    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+    async def _handle_tcp(self, stream: TcpStream) -> None:
         if self._shutting_down:  # accepted in the instant before the listener closed
             await trio.aclose_forcefully(stream)
             return
@@ -254,12 +257,12 @@ class Server:
             self.stats.tcp_connections_open -= 1
             self._open_connections -= 1
 
-    async def _start_tls(self, stream: trio.SocketStream, peer: str) -> trio.abc.Stream | None:
+    async def _start_tls(self, stream: TcpStream, peer: str) -> trio.abc.Stream | None:
         """The stream to speak HTTP on: the TCP stream itself, or TLS around it
         once the TLS handshake is done (within the handshake timeout). None: it failed."""
         if self.ssl_context is None:
             return stream
-        tls = trio.SSLStream(stream, self.ssl_context, server_side=True, https_compatible=True)
+        tls = trio.SSLStream(as_trio_stream(stream), self.ssl_context, server_side=True, https_compatible=True)
         try:
             with trio.fail_after(self.cfg.handshake_timeout):
                 await tls.do_handshake()
@@ -301,23 +304,24 @@ class Server:
         self.stats.connections_open += 1
         self._sessions_changed()
         log.info("ws %s: open (session %s)", peer, session.id, extra={"event": "ws_open", "peer": peer, "session": session.id})
-        async with trio.open_nursery() as nursery:  # the session's sender task runs here
-            try:
-                await session.run(nursery)
-            finally:
-                self.sessions.discard(session)
-                self.stats.connections_open -= 1
-                code = session.close_code
-                self.stats.close(code)
-                self._sessions_changed()
-                # Dead or stuck peers get no close handshake: it would only wait.
-                if not session.abort and conn.closed is None:
-                    with trio.move_on_after(cfg.close_timeout):
-                        await conn.aclose(code, session.close_reason[:120])
-                log.info("ws %s: closed (%s, code %d, %d frames sent)", peer, session.close_reason, code, session.frames_sent,
-                         extra={"event": "ws_close", "peer": peer, "session": session.id, "reason": session.close_reason,
-                                "code": code, "frames_sent": session.frames_sent})
-                nursery.cancel_scope.cancel()
+        try:
+            # The session's sender task, when it needs one, runs in the server's
+            # nursery (a nursery per connection cost ~5 % of a handshake); run()
+            # does not return before that task has ended.
+            await session.run(self.nursery)
+        finally:
+            self.sessions.discard(session)
+            self.stats.connections_open -= 1
+            code = session.close_code
+            self.stats.close(code)
+            self._sessions_changed()
+            # Dead or stuck peers get no close handshake: it would only wait.
+            if not session.abort and conn.closed is None:
+                with trio.move_on_after(cfg.close_timeout):
+                    await conn.aclose(code, session.close_reason[:120])
+            log.info("ws %s: closed (%s, code %d, %d frames sent)", peer, session.close_reason, code, session.frames_sent,
+                     extra={"event": "ws_close", "peer": peer, "session": session.id, "reason": session.close_reason,
+                            "code": code, "frames_sent": session.frames_sent})
 
     async def _log_drops(self, every: float = 1.0) -> None:
         """Drops are counted on the hot path; this logs them, at most one line a second."""

@@ -49,6 +49,7 @@ import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
+from ..tcp import TcpStream
 from .frames import ws_binary_frame, ws_ping_frame, ws_text_frame
 
 #: Bytes asked of the stream per read.
@@ -103,7 +104,7 @@ class ServerConnection:
         self.stream = stream
         # Bytes the HTTP front door read past the upgrade request are the first frames.
         self.proto = Connection(ConnectionType.SERVER, trailing_data=trailing)
-        self.sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self.sock = stream.socket if isinstance(stream, (TcpStream, trio.SocketStream)) else None
         self.max_message_bytes = max_message_bytes
         self.idle = True
         self.free = True

@@ -44,7 +44,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -71,6 +70,18 @@ if TYPE_CHECKING:
     from .control import CommandRights
 
 log = logging.getLogger(__name__)
+
+
+_ids: list[str] = []
+
+
+def new_session_id() -> str:
+    """16 hex digits from the OS's random source, like secrets.token_hex(8); drawn
+    256 at a time, so a reconnect storm makes one system call per 256 sessions."""
+    if not _ids:
+        raw = os.urandom(8 * 256).hex()
+        _ids.extend(raw[i:i + 16] for i in range(0, len(raw), 16))
+    return _ids.pop()
 
 # Coalesce queued frames into writes of up to this many bytes.
 MAX_WRITE = 256 * 1024
@@ -197,7 +208,7 @@ class ClientSession:
     # Slots: thousands of these live at once, and a __dict__ costs more than the rest.
     __slots__ = ("ctx", "cfg", "hub", "stats", "conn", "peer", "id", "outbox", "subscriptions", "overflowed", "abort",
                  "ended", "close_reason", "close_code", "frames_sent", "_direct", "_nursery", "_scope",
-                 "_sender_scope", "_sender_running", "_wake", "_bucket", "_refused_in_a_row",
+                 "_sender_scope", "_sender_done", "_sender_running", "_wake", "_bucket", "_refused_in_a_row",
                  "ping_due", "pong", "pong_deadline", "_ping_owed", "_beat_owed", "control", "tick", "__weakref__")
 
     def __init__(self, ctx: SessionContext, conn: ServerConnection, peer: str):
@@ -207,7 +218,7 @@ class ClientSession:
         self.stats = ctx.stats
         self.conn = conn
         self.peer = peer
-        self.id = secrets.token_hex(8)
+        self.id = new_session_id()
         # Most clients never need an outbox: it is made on first use.
         self.outbox: Outbox | None = None
         self.subscriptions: set[str] = set()
@@ -222,6 +233,7 @@ class ClientSession:
         self._nursery: trio.Nursery | None = None  # where a sender task runs
         self._scope = trio.CancelScope()  # the session (its reader); stop() cancels it
         self._sender_scope: trio.CancelScope | None = None
+        self._sender_done: trio.Event | None = None  # set when the last sender task started has ended
         self._sender_running = False
         self._wake: trio.Event | None = None  # a parked sender (no direct writes) waits on it
         # Control messages: `control_rate` a second, `control_burst` at once; a
@@ -402,7 +414,7 @@ class ClientSession:
     async def run(self, nursery: trio.Nursery) -> None:
         """Run until the client goes away, a limit trips or the server stops. The
         reader runs here, in the connection's own task; a sender task, when one
-        is needed, runs in `nursery` (the connection's, which outlives this call)."""
+        is needed, runs in `nursery`, and has ended when this returns."""
         bus = self.hub.bus_status()
         hello = protocol.hello(f"sensorstream/{__version__}", self.id, self.cfg.heartbeat_s, self.hub.catalog(),
                                bus=None if bus is None else bus["up"])
@@ -430,6 +442,10 @@ class ClientSession:
                 keeper.discard(self)
             if self._sender_scope is not None:
                 self._sender_scope.cancel()
+                # Joined, as a nursery of our own would: nothing of this session
+                # writes once its owner goes on to close the connection.
+                with trio.CancelScope(shield=True):
+                    await self._sender_done.wait()
             self.hub.detach(self)
             if self.ctx.commands is not None:
                 self.ctx.commands.detach(self)
@@ -505,15 +521,24 @@ class ClientSession:
         if self._direct is not None:
             self._direct.idle = False
         self._sender_scope = trio.CancelScope()
-        self._nursery.start_soon(self._run_sender, self._sender_scope)
+        self._sender_done = trio.Event()
+        self._nursery.start_soon(self._run_sender, self._sender_scope, self._sender_done)
 
-    async def _run_sender(self, scope: trio.CancelScope) -> None:
-        with scope:
-            try:
-                await self._sender()
-            except (ConnectionClosed, CloseSession) as e:
-                self._ended_by(e)
-                self._scope.cancel()
+    async def _run_sender(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        try:
+            with scope:
+                try:
+                    await self._sender()
+                except (ConnectionClosed, CloseSession) as e:
+                    self._ended_by(e)
+                    self._scope.cancel()
+                except Exception:
+                    # The nursery is the server's: a bug here ends this session, not the server.
+                    log.exception("client %s: sender failed", self.peer)
+                    self.abort = True
+                    self.stop("internal error", 1011)
+        finally:
+            done.set()
 
     def _too_slow(self) -> CloseSession:
         self.stats.send_timeouts_total += 1
