@@ -106,7 +106,7 @@ def test_ctrl_c_on_serve_with_a_dashboard_open_exits_at_once(browser):
 
     from .browser_util import ServerProcess
 
-    srv = ServerProcess(["--simulate", "--log-level", "info"]).start()
+    srv = ServerProcess(["--simulate", "--log-level", "debug"]).start()  # debug: opens are logged
     try:
         pg = _open(browser, srv.url)
         pg.wait("sensorstream.state.conn === 'connected' && sensorstream.ids().length >= 3")

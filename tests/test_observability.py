@@ -204,7 +204,7 @@ async def test_connection_logs_are_structured_and_a_flood_is_rate_limited(make_s
     # A refill rate of ~0 makes the count independent of how long the flood takes
     # on a loaded machine (at the default 2/s a slow run let 26 lines through):
     # the burst of 20 passes, then nothing. Unlimited, all 300 would be logged.
-    logs.setup("info", "json", captured_logs, rate=1e-3)
+    logs.setup("debug", "json", captured_logs, rate=1e-3)
     server = await make_server(token="t", control_rate=1000, control_burst=1000)
     port = server.port
     from trio_websocket import connect_websocket
@@ -220,7 +220,8 @@ async def test_connection_logs_are_structured_and_a_flood_is_rate_limited(make_s
     opened = [x for x in lines if x.get("event") == "ws_open"]
     closed = [x for x in lines if x.get("event") == "ws_close"]
     assert len(opened) == 1 and opened[0]["session"] and opened[0]["peer"].startswith("127.0.0.1:")
-    assert len(closed) == 1 and closed[0]["code"] == 1000 and "reason" in closed[0]
+    assert len(closed) == 1 and closed[0]["code"] == 1000 and "reason" in closed[0] and closed[0]["open_s"] >= 0
+    assert opened[0]["level"] == "debug" and closed[0]["level"] == "info"
     refused = [x for x in lines if x.get("reason") == "token"]
     assert 1 <= len(refused) <= 20
     assert server.stats.rejected["token"] == 300

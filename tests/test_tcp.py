@@ -229,3 +229,20 @@ def test_out_of_file_descriptors_is_logged_and_accepting_goes_on_once_some_are_f
             c.close()
         if child.poll() is None:
             child.kill()
+
+
+async def test_receive_nowait_returns_what_is_there_or_none():
+    s, peer = _pair()
+    assert s.receive_nowait() is None
+    peer.sendall(b"abc")
+    while not await _peek(s):
+        await trio.sleep(0.001)
+    assert s.receive_nowait(2) == b"ab"
+    assert s.receive_nowait() == b"c"
+    assert s.receive_nowait() is None
+    peer.close()
+    while s.receive_nowait() is None:  # the FIN is on its way
+        await trio.sleep(0.001)
+    await s.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        s.receive_nowait()

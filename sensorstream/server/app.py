@@ -303,7 +303,10 @@ class Server:
         self.stats.connections_total += 1
         self.stats.connections_open += 1
         self._sessions_changed()
-        log.info("ws %s: open (session %s)", peer, session.id, extra={"event": "ws_open", "peer": peer, "session": session.id})
+        # Debug: the close line says all of a connection (its life included), and a
+        # line per open is a tenth of what a reconnect storm costs the server.
+        log.debug("ws %s: open (session %s)", peer, session.id, extra={"event": "ws_open", "peer": peer, "session": session.id})
+        opened = trio.current_time()
         try:
             # The session's sender task, when it needs one, runs in the server's
             # nursery (a nursery per connection cost ~5 % of a handshake); run()
@@ -319,9 +322,10 @@ class Server:
             if not session.abort and conn.closed is None:
                 with trio.move_on_after(cfg.close_timeout):
                     await conn.aclose(code, session.close_reason[:120])
-            log.info("ws %s: closed (%s, code %d, %d frames sent)", peer, session.close_reason, code, session.frames_sent,
+            life = trio.current_time() - opened
+            log.info("ws %s: closed (%s, code %d, %d frames sent, open %.1f s)", peer, session.close_reason, code, session.frames_sent, life,
                      extra={"event": "ws_close", "peer": peer, "session": session.id, "reason": session.close_reason,
-                            "code": code, "frames_sent": session.frames_sent})
+                            "code": code, "frames_sent": session.frames_sent, "open_s": round(life, 3)})
 
     async def _log_drops(self, every: float = 1.0) -> None:
         """Drops are counted on the hot path; this logs them, at most one line a second."""

@@ -104,6 +104,17 @@ class TcpStream(trio.abc.HalfCloseableStream):
         finally:
             self._receiving = False
 
+    def receive_nowait(self, max_bytes: int = DEFAULT_RECEIVE_SIZE) -> bytes | None:
+        """What the socket holds now, without waiting and without a checkpoint:
+        None if nothing has arrived (b"" is the end of the stream). For a caller
+        that only needs a timeout when it really has to wait (http.py)."""
+        try:
+            return self.socket.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise _broken(exc, self.socket) from exc
+
     async def send_all(self, data) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is already writing to this stream")
