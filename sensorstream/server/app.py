@@ -322,6 +322,10 @@ class Server:
             if not session.abort and conn.closed is None:
                 with trio.move_on_after(cfg.close_timeout):
                     await conn.aclose(code, session.close_reason[:120])
+            elif not session.abort and not conn.closed.by_peer:
+                # We failed it (1002, 1007, 1009): our close frame must reach the peer.
+                with trio.move_on_after(cfg.close_timeout):
+                    await conn.linger()
             life = trio.current_time() - opened
             log.info("ws %s: closed (%s, code %d, %d frames sent, open %.1f s)", peer, session.close_reason, code, session.frames_sent, life,
                      extra={"event": "ws_close", "peer": peer, "session": session.id, "reason": session.close_reason,

@@ -371,6 +371,22 @@ class ServerConnection:
                 await self._send_close(CloseConnection(code, reason[:120]))
         raise self.closed
 
+    async def linger(self) -> None:
+        """After we failed the connection: end our side of the TCP stream (FIN) and
+        read and drop what the peer still sends, until it closes. Closing the socket
+        at once, with the peer's bytes unread, makes the kernel send a reset, which
+        can reach the peer before our close frame and lose it (the client would see
+        "connection reset", not 1009). Bound it with a timeout."""
+        send_eof = getattr(self.stream, "send_eof", None)  # TLS streams have none: not needed there
+        if send_eof is None:
+            return
+        try:
+            await send_eof()
+            while await self.stream.receive_some(RECEIVE_SIZE):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """The close handshake: our close frame, then read until the peer's.
         Bound it with a timeout: a peer may never answer. The stream stays open."""
