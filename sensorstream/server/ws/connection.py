@@ -171,14 +171,20 @@ class ServerConnection:
         """Write without waiting if the lock is free: bytes written (0: none; the
         caller queues them). Fewer than len(data): the rest is in `partial` and the
         lock is held until `flush()`. `now`: the clock, if the caller has read it."""
-        fd = self._fd()
+        # Once per client per frame: no call here that the common case can do without.
+        if not self.ok:
+            return 0
+        fd = self.sock.fileno()  # -1 once closed: a reused number is never written to
         if fd < 0:
             return 0
         try:
             n = os.write(fd, data)
         except OSError:  # BlockingIOError, or a dead peer (the reader finds out)
             return 0
-        return self._wrote(n, len(data), data, frames, now)
+        if n < len(data):
+            return self._wrote(n, len(data), data, frames, now)
+        self.last_write = self._now() if now is None else now
+        return n
 
     def send_now_many(self, parts: list[bytes], now: float | None = None) -> int:
         """`send_now` of several frames with one system call (writev): bytes written."""
