@@ -237,3 +237,37 @@ async def test_keeper_heap_stays_bounded_under_churn(nursery, autojump_clock):
         if not s.ended:
             kinds.setdefault(s, set()).add(kind)
     assert set(kinds) == set(server.sessions) and all(k == {0, 1} for k in kinds.values())
+
+
+async def test_a_failing_sender_ends_its_session_not_the_server(nursery, autojump_clock, monkeypatch):
+    """Sender tasks run in the server's nursery (no nursery per connection): an
+    unexpected error in one must end that session with 1011, and leave the
+    nursery, the server and the next session alone."""
+    from sensorstream.server.ws.session import ClientSession
+
+    server = Server(ServerConfig(ping_interval=1000, heartbeat_s=1000))
+    real = ClientSession._send_text
+    broken = []
+
+    async def send_text(self, text):
+        if not broken:
+            broken.append(self)
+            raise RuntimeError("a bug in the sender")
+        await real(self, text)
+
+    monkeypatch.setattr(ClientSession, "_send_text", send_text)
+    first_end, first_done = start_session(nursery, server)
+    client, _ = await handshake(first_end)
+    # Over memory streams every reply goes through the sender task: this one fails.
+    await first_end.send_all(client.send(TextMessage('{"type":"ping","ref":1}')))
+    await first_done.wait()
+    assert broken and broken[0].close_code == 1011 and broken[0].abort
+    # The server (and the test's nursery) are still there: the next client is served.
+    second_end, _ = start_session(nursery, server)
+    client2, _ = await handshake(second_end)
+    await second_end.send_all(client2.send(TextMessage('{"type":"ping","ref":2}')))
+    got = []
+    while not got:
+        client2.receive_data(await second_end.receive_some())
+        got = [e.data for e in client2.events() if isinstance(e, TextMessage) and '"pong"' in e.data]
+    assert '"ref":2' in got[0]
