@@ -178,7 +178,11 @@ class Server:
 
     async def _accept(self, socks, nursery: trio.Nursery) -> None:
         with self._listen_scope:  # cancelling it closes the listening sockets (tcp.serve_tcp)
-            await serve_tcp(self._handle_tcp, socks, nursery)
+            await serve_tcp(self._handle_tcp, socks, nursery, on_capacity=self._out_of_capacity)
+
+    def _out_of_capacity(self, errno_name: str) -> None:
+        # accept() failed for want of descriptors or memory: counted like a refusal.
+        self.stats.reject("accept_" + errno_name.lower())
 
     async def shutdown(self) -> None:
         """Stop accepting (listeners closed first: a dashboard reconnecting at once is

@@ -175,13 +175,15 @@ def detach_listeners(listeners: list[trio.SocketListener]) -> list[socket.socket
     return out
 
 
-async def serve_tcp(handler, socks: list[socket.socket], nursery: trio.Nursery) -> None:
+async def serve_tcp(handler, socks: list[socket.socket], nursery: trio.Nursery, on_capacity=None) -> None:
     """Accept connections on every socket in `socks` until cancelled, starting
-    `handler(TcpStream)` in `nursery` for each. The sockets are closed on the way out."""
+    `handler(TcpStream)` in `nursery` for each. The sockets are closed on the way out.
+    `on_capacity(errno_name)`: called each time accept() finds the process or the
+    machine out of descriptors or memory (it is logged, and retried after a pause)."""
     try:
         async with trio.open_nursery() as accepting:
             for sock in socks:
-                accepting.start_soon(_accept_loop, handler, sock, nursery)
+                accepting.start_soon(_accept_loop, handler, sock, nursery, on_capacity)
     finally:
         for sock in socks:
             if sock.fileno() >= 0:
@@ -189,7 +191,7 @@ async def serve_tcp(handler, socks: list[socket.socket], nursery: trio.Nursery) 
                 sock.close()
 
 
-async def _accept_loop(handler, lsock: socket.socket, nursery: trio.Nursery) -> None:
+async def _accept_loop(handler, lsock: socket.socket, nursery: trio.Nursery, on_capacity) -> None:
     start_soon = nursery.start_soon
     streak = 0
     while True:
@@ -201,6 +203,8 @@ async def _accept_loop(handler, lsock: socket.socket, nursery: trio.Nursery) -> 
             continue
         except OSError as exc:
             if exc.errno in CAPACITY_ERRNOS:
+                if on_capacity is not None:
+                    on_capacity(errno.errorcode[exc.errno])
                 log.error("accept: %s (%s); trying again in %gs", errno.errorcode[exc.errno], exc.strerror, CAPACITY_SLEEP,
                           extra={"event": "accept_capacity", "errno": errno.errorcode[exc.errno]})
                 await trio.sleep(CAPACITY_SLEEP)
