@@ -18,7 +18,7 @@ import time
 from .common import CLIENT_CPU, IMPLS, SERVER_CPU, Child, cpu_delta, median, ratio, row
 
 SIZES = {
-    "full": {"clients": (1000, 5000), "reps": 2},
+    "full": {"clients": (1000, 5000), "reps": 5},
     "quick": {"clients": (1000,), "reps": 1},
     "smoke": {"clients": (20,), "reps": 1},
 }

@@ -109,7 +109,7 @@ class Server:
         self._no_websockets.set()
         self._listen_scope = trio.CancelScope()
         self._shutting_down = False
-        self._changed = trio.Event()
+        self._changed: trio.Event | None = None  # see _sessions_changed
         # The nursery of the server's own tasks (sources, keeper...) and of every
         # connection's; run() sets it (a test driving connections itself sets its own).
         self.nursery: trio.Nursery | None = None
@@ -200,12 +200,16 @@ class Server:
     # ------------------------------------------------------------------ connections
 
     def _sessions_changed(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        # Made only when someone waits (wait_sessions): not twice per connection.
+        ev, self._changed = self._changed, None
+        if ev is not None:
+            ev.set()
 
     async def wait_sessions(self, predicate: Callable[[set[ClientSession]], bool]) -> None:
         """Wait until predicate(sessions) holds; re-checked whenever a session opens or closes."""
         while not predicate(self.sessions):
+            if self._changed is None:
+                self._changed = trio.Event()
             await self._changed.wait()
 
     async def _handle_tcp(self, stream: TcpStream) -> None:

@@ -24,7 +24,7 @@ import trio
 
 from ..config import ServerConfig
 from .metrics import ServerStats
-from .security import control_token_from, headers_of, origin_ok, token_ok
+from .security import control_token_from, origin_ok, token_ok
 from .ws.handshake import HandshakeError, accept_response
 
 log = logging.getLogger(__name__)
@@ -150,8 +150,9 @@ class _Reject(Exception):
 
 
 def _headers(req: h11.Request) -> dict[bytes, bytes]:
-    # Lower-cased names; a repeated header keeps its last value (we use none that repeat).
-    return headers_of(req.headers)
+    # h11 has lower-cased the names already; a repeated header keeps its last
+    # value (we use none that repeat).
+    return dict(req.headers)
 
 
 def _has_body(h: dict[bytes, bytes]) -> bool:
