@@ -104,8 +104,8 @@ async def test_two_readers_at_once_is_an_error():
 async def test_a_reader_that_always_finds_data_still_lets_others_run():
     s, peer = _pair()
     peer.sendall(b"x" * 1000)
-    while len(await _peek(s)) < 1000:  # all of it in the receive buffer
-        await trio.sleep(0.001)
+    while len(_peek(s)) < 1000:  # all of it in the receive buffer
+        await trio.lowlevel.wait_readable(s.socket)
     other_ran = 0
 
     async def other():
@@ -127,7 +127,7 @@ async def test_a_reader_that_always_finds_data_still_lets_others_run():
     await s.aclose()
 
 
-async def _peek(s: TcpStream) -> bytes:
+def _peek(s: TcpStream) -> bytes:
     try:
         return s.socket.recv(1 << 16, socket.MSG_PEEK)
     except BlockingIOError:
@@ -137,8 +137,7 @@ async def _peek(s: TcpStream) -> bytes:
 async def test_every_call_is_a_cancellation_point_even_with_data_waiting():
     s, peer = _pair()
     peer.sendall(b"data")
-    while not await _peek(s):
-        await trio.sleep(0.001)
+    await trio.lowlevel.wait_readable(s.socket)
     with trio.CancelScope() as scope:
         scope.cancel()
         await s.receive_some()
@@ -185,11 +184,14 @@ def test_out_of_file_descriptors_is_logged_and_accepting_goes_on_once_some_are_f
             listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
             socks = detach_listeners(listeners)
             served, held = [], []
+            all_served = trio.Event()
 
             async def handler(stream):
                 served.append(stream.address)
                 held.append(stream)  # kept open: each one uses up a descriptor
                 print("SERVED", len(served), flush=True)
+                if len(served) == 8:
+                    all_served.set()
 
             def out_of_capacity(name):
                 if name == "EMFILE" and not capacity:
@@ -206,8 +208,7 @@ def test_out_of_file_descriptors_is_logged_and_accepting_goes_on_once_some_are_f
                 os.read(0, 100)
                 for s in held:
                     await s.aclose()
-                while len(served) < 8:
-                    await trio.sleep(0.01)
+                await all_served.wait()
                 print("DONE", flush=True)
                 n.cancel_scope.cancel()
 
@@ -241,14 +242,13 @@ async def test_receive_nowait_returns_what_is_there_or_none():
     s, peer = _pair()
     assert s.receive_nowait() is None
     peer.sendall(b"abc")
-    while not await _peek(s):
-        await trio.sleep(0.001)
+    await trio.lowlevel.wait_readable(s.socket)
     assert s.receive_nowait(2) == b"ab"
     assert s.receive_nowait() == b"c"
     assert s.receive_nowait() is None
     peer.close()
-    while s.receive_nowait() is None:  # the FIN is on its way
-        await trio.sleep(0.001)
+    await trio.lowlevel.wait_readable(s.socket)  # the FIN
+    assert s.receive_nowait() == b""
     await s.aclose()
     with pytest.raises(trio.ClosedResourceError):
         s.receive_nowait()

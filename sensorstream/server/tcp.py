@@ -93,20 +93,24 @@ class TcpStream(trio.abc.HalfCloseableStream):
         n = DEFAULT_RECEIVE_SIZE if max_bytes is None else max_bytes
         if n < 1:
             raise ValueError("max_bytes must be >= 1")
-        sock = self.socket
         self._receiving = True
         try:
             await self._yield_point()
-            while True:
-                try:
-                    return sock.recv(n)
-                except BlockingIOError:
-                    self._streak = 0
-                    await trio.lowlevel.wait_readable(sock)
-                except OSError as exc:
-                    raise _broken(exc, sock) from exc
+            return await self._call(self.socket.recv, trio.lowlevel.wait_readable, n)
         finally:
             self._receiving = False
+
+    async def _call(self, op, wait, arg):
+        """`op(arg)` on the non-blocking socket, waiting with `wait` (trio's
+        wait_readable/wait_writable) for as long as the kernel says "not now"."""
+        while True:
+            try:
+                return op(arg)
+            except BlockingIOError:
+                self._streak = 0
+                await wait(self.socket)
+            except OSError as exc:
+                raise _broken(exc, self.socket) from exc
 
     def receive_nowait(self, max_bytes: int = DEFAULT_RECEIVE_SIZE) -> bytes | None:
         """What the socket holds now, without waiting and without a checkpoint:
@@ -122,20 +126,14 @@ class TcpStream(trio.abc.HalfCloseableStream):
     async def send_all(self, data) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is already writing to this stream")
-        sock = self.socket
+        send, wait = self.socket.send, trio.lowlevel.wait_writable
         self._sending = True
         try:
             await self._yield_point()
             with memoryview(data) as view:
                 sent, total = 0, len(view)
                 while sent < total:
-                    try:
-                        sent += sock.send(view[sent:])
-                    except BlockingIOError:
-                        self._streak = 0
-                        await trio.lowlevel.wait_writable(sock)
-                    except OSError as exc:
-                        raise _broken(exc, sock) from exc
+                    sent += await self._call(send, wait, view[sent:])
         finally:
             self._sending = False
 
