@@ -241,6 +241,9 @@ def test_a_two_finger_pinch_zooms_y(browser, server):
         pg.js("sensorstream.setViews('sim/power', ['time'])")
         canvas = card(pg, "sim/power").get_by_test_id("chart")
         canvas.scroll_into_view_if_needed()
+        # A chart draws (and learns its lanes, which the pinch zooms) only once it is
+        # on screen: on a busy machine that frame may not have come yet.
+        pg.wait("sensorstream.snapshot('sim/power').lanes.length > 0")
         box = canvas.bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         before = pg.js("sensorstream.snapshot('sim/power').yRange")
