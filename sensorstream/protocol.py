@@ -413,7 +413,9 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
     if not isinstance(msg, dict):
         raise ProtocolError("invalid_message", "a control message must be a JSON object")
     ref = _clean_ref(msg.get("ref"))
-    if not _depth_ok(msg, MAX_JSON_DEPTH):
+    # Nesting cannot be deeper than the number of brackets in the text (counted
+    # in C): only a message with more than the limit is walked.
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and not _depth_ok(msg, MAX_JSON_DEPTH):
         raise ProtocolError("invalid_message", f"JSON nested deeper than {MAX_JSON_DEPTH}", ref)
     kind = msg.get("type")
     if kind is None:

@@ -17,6 +17,8 @@ def test_tune_freezes_start_up_and_makes_full_collections_rarer():
 
     before, after, frozen, wanted = json.loads(out)
     assert before == [700, 10, 10]  # CPython's defaults, which this changes
-    assert after == wanted and after[2] > before[2] and after[:2] == before[:2]
+    assert after == wanted
+    # Young and full collections rarer; the middle generation's ratio kept.
+    assert after[0] > before[0] and after[1] == before[1] and after[2] > before[2]
     assert frozen > 10_000  # the imported modules' objects: never scanned again
 

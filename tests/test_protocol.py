@@ -104,6 +104,20 @@ def test_bad_messages_get_typed_errors(text, code):
     assert msg["type"] == "error" and msg["code"] == code and msg["message"]
 
 
+def test_many_brackets_are_not_deep_nesting():
+    # The depth walk is skipped when the text has no more brackets than the limit
+    # allows; more brackets than that (glob character classes) but shallow: fine.
+    pats = [f"dev{i}/[xyz]" for i in range(p.MAX_JSON_DEPTH + 4)]
+    msg = p.parse_client_message(json.dumps({"type": "subscribe", "streams": pats}))
+    assert msg.streams == tuple(pats)
+    deep = '{"type":"ping","x":' + "[" * (p.MAX_JSON_DEPTH) + "]" * (p.MAX_JSON_DEPTH) + "}"
+    with pytest.raises(p.ProtocolError) as e:
+        p.parse_client_message(deep)  # one level more than the limit
+    assert e.value.code == "invalid_message"
+    ok = '{"type":"ping","x":' + "[" * (p.MAX_JSON_DEPTH - 1) + "]" * (p.MAX_JSON_DEPTH - 1) + "}"
+    assert isinstance(p.parse_client_message(ok), p.Ping)
+
+
 def test_binary_from_client_is_an_error_and_refs_are_echoed_safely():
     with pytest.raises(p.ProtocolError) as e:
         p.parse_client_message(b"\x00")

@@ -252,3 +252,30 @@ async def test_receive_nowait_returns_what_is_there_or_none():
     await s.aclose()
     with pytest.raises(trio.ClosedResourceError):
         s.receive_nowait()
+
+
+async def test_after_a_short_read_the_next_read_waits_first_and_still_gets_everything():
+    # A read that took less than it asked for leaves the socket (most likely)
+    # empty, so the next one waits for readability before reading: data already
+    # there by then, data that comes later, and the end of the stream must all
+    # still arrive, and the wait must stay a cancellation point.
+    s, peer = _pair()
+    peer.sendall(b"one")
+    assert await s.receive_some(100) == b"one"  # short: the next read waits first
+    peer.sendall(b"two")  # already waiting when the next read starts
+    assert await s.receive_some(100) == b"two"
+    with trio.move_on_after(0.05) as scope:  # nothing comes: the wait is cancellable
+        await s.receive_some(100)
+    assert scope.cancelled_caught
+
+    async def later():
+        await trio.testing.wait_all_tasks_blocked()
+        peer.sendall(b"three")
+
+    async with trio.open_nursery() as n:
+        n.start_soon(later)
+        assert await s.receive_some(100) == b"three"
+    assert s.receive_nowait() is None  # empty: a read after this one waits first too
+    peer.close()
+    assert await s.receive_some(100) == b""
+    await s.aclose()

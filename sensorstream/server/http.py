@@ -150,9 +150,10 @@ class _Reject(Exception):
 
 
 def _headers(req: h11.Request) -> dict[bytes, bytes]:
-    # h11 has lower-cased the names already; a repeated header keeps its last
-    # value (we use none that repeat).
-    return dict(req.headers)
+    # A repeated header keeps its last value (we use none that repeat). Lower-cased
+    # here from raw_items(): iterating `req.headers` (h11's already lower-cased
+    # view) goes through a Python-level Sequence.__iter__, ~40 % slower.
+    return {k.lower(): v for k, v in req.headers.raw_items()}
 
 
 def _has_body(h: dict[bytes, bytes]) -> bool:
@@ -184,7 +185,8 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, raw: byte
             # needs no timeout (a cancel scope is ~5 % of a storm's handshake).
             data = None if nowait is None else nowait(16384)
             if data is None:
-                with trio.move_on_at(deadline):
+                # A bare CancelScope: trio.move_on_at adds a generator context manager.
+                with trio.CancelScope(deadline=deadline):
                     data = await stream.receive_some(16384)
                 if data is None:
                     raise trio.TooSlowError
