@@ -18,7 +18,10 @@ Also reported: the bare send() floor (the same 1 KiB frame written to every
 client socket in a tight loop inside the server process, no server logic),
 measured right after each of sensorstream's windows, and with one stream
 (nothing to coalesce) the server's CPU per frame against it: per window against
-its own floor, then the median.
+its own floor, then the median. With one stream also, as a diagnostic, the same
+bare writes paced at the window's cadence (one round of writes per 1/rate s,
+publishing stopped; the write loops' own CPU): the floor for writing at that
+rate, which is higher than the back-to-back one (cold caches after each sleep).
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ from .common import Cluster, cpu_delta, median, row
 SIZES = {
     # cases: (clients, streams each client gets), at frames_per_s frames written in all.
     "full": {"cases": ((100, 1), (1000, 1), (500, 3)), "frames_per_s": 20_000, "multi_frames_per_s": 30_000,
-             "reps": 5, "warm": 1.0, "window": 5.0},
+             "reps": 5, "warm": 1.0, "window": 5.0, "paced": 2.0},
     # Windows of 5 s = one keepalive ping round (every 5 s), so each window carries the same share of it.
     "quick": {"cases": ((1000, 1), (500, 3)), "frames_per_s": 20_000, "multi_frames_per_s": 30_000,
-              "reps": 1, "warm": 0.5, "window": 5.0},
-    "smoke": {"cases": ((10, 1), (10, 3)), "frames_per_s": 500, "multi_frames_per_s": 600, "reps": 1, "warm": 0.2, "window": 0.5},
+              "reps": 1, "warm": 0.5, "window": 5.0, "paced": 1.0},
+    "smoke": {"cases": ((10, 1), (10, 3)), "frames_per_s": 500, "multi_frames_per_s": 600, "reps": 1, "warm": 0.2, "window": 0.5, "paced": 0.3},
 }
 
 
@@ -79,7 +82,13 @@ def run(size: str = "full") -> dict:
                     if impl == "sensorstream":
                         # The floor right after each window, so each window has its own
                         # (the machine's other tenants drift by tens of % within minutes).
-                        floors.append(ours.srv.cmd("floor 5" if size != "smoke" else "floor 2"))
+                        f = ours.srv.cmd("floor 5" if size != "smoke" else "floor 2")
+                        if streams == 1:
+                            # The same bare writes at the window's own cadence (one round per
+                            # 1/rate s): a write costs more after 50 ms of sleep than in a
+                            # loop run back to back, and this is the floor for that cadence.
+                            f.update(ours.srv.cmd(f"pfloor {rate:g} {p['paced']}", 60))
+                        floors.append(f)
                     time.sleep(0.2)
             floor = {"floor_us": median([f.get("floor_us") for f in floors]), "runs": floors}
         w = case["windows"]
@@ -101,6 +110,9 @@ def run(size: str = "full") -> dict:
                                 if x["us_per_frame"] and f.get("floor_us")]),
             "vs_floor_per_window": [x["us_per_frame"] / f["floor_us"] for x, f in zip(w["sensorstream"], floor["runs"])
                                     if x["us_per_frame"] and f.get("floor_us")],
+            "paced_floor_us": median([f.get("pfloor_loop_us") for f in floor["runs"]]),
+            "vs_paced_floor": median([x["us_per_frame"] / f["pfloor_loop_us"] for x, f in zip(w["sensorstream"], floor["runs"])
+                                      if x["us_per_frame"] and f.get("pfloor_loop_us")]),
             "delivered": {k: sum(x["received"] for x in v) / max(1, sum(x["frames"] for x in v)) for k, v in w.items()},
         }
         key = str(n) if streams == 1 else f"{n}x{streams}"
@@ -123,6 +135,9 @@ def rows(res: dict) -> list[dict]:
             v = s["vs_floor"]
             out.append(row(sec, "server CPU per frame / bare send() floor", v, None, "<= 1.1",
                            None if v is None else v <= 1.1, "x"))
+            if s.get("paced_floor_us") is not None:
+                out.append(row(sec, "bare send() floor at the window's cadence (diagnostic)", s["paced_floor_us"], None, "", None, "us"))
+                out.append(row(sec, "server CPU per frame / that floor (diagnostic)", s["vs_paced_floor"], None, "", None, "x"))
         else:
             sec = f"fan-out, {n} clients x {k} streams x {case['batches_per_s']:g}/s (one grid)"
             out.append(row(sec, "server CPU per delivered frame", us["sensorstream"], us["websockets"], "ratio <= 0.5",

@@ -106,6 +106,45 @@ def send_floor(server: Server, rounds: int) -> dict:
     return {"floor_writes": n, "floor_us": 1e6 * cpu / max(n, 1), "publish_frames": pn, "publish_us": 1e6 * pcpu / max(pn, 1)}
 
 
+async def paced_floor(server: Server, rate: float, seconds: float) -> dict:
+    """The bare send() floor at the windows' own cadence: every 1/rate s, the same
+    1 KiB frame written to every client socket, nothing else (publishing stopped).
+    CPU is the whole process's (getrusage), as for the windows, and, separately, the
+    thread CPU of the write loops alone."""
+    from sensorstream.protocol import encode_batch
+    from sensorstream.server.ws import ws_binary_frame
+
+    ts, vals = SyntheticBatches(0.05).make()
+    wire = ws_binary_frame(encode_batch(1, 0, ts, vals))
+    fds = [s._direct.sock.fileno() for s in server.sessions
+           if s._direct is not None and s._direct.idle and s._direct.ok]
+    n = 0
+    loop_cpu = 0.0
+    k = math.floor(trio.current_time() * rate) + 1
+    await trio.sleep_until(k / rate)
+    u0, s0 = resource_cpu()
+    end = trio.current_time() + seconds
+    while trio.current_time() < end:
+        c0 = time.thread_time()
+        for fd in fds:
+            try:
+                n += os.write(fd, wire) == len(wire)
+            except OSError:
+                pass
+        loop_cpu += time.thread_time() - c0
+        k += 1
+        await trio.sleep_until(k / rate)
+    u1, s1 = resource_cpu()
+    return {"pfloor_writes": n, "pfloor_us": 1e6 * ((u1 - u0) + (s1 - s0)) / max(n, 1),
+            "pfloor_loop_us": 1e6 * loop_cpu / max(n, 1)}
+
+
+def resource_cpu():
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime, ru.ru_stime
+
+
 def make_config(a: argparse.Namespace) -> ServerConfig:
     cfg = ServerConfig(host="127.0.0.1", port=0, window_s=a.window, ping_interval=a.ping_interval,
                        ping_timeout=a.ping_timeout, send_timeout=a.send_timeout, heartbeat_s=a.heartbeat)
@@ -200,6 +239,8 @@ async def main(a: argparse.Namespace) -> None:
                           "send_timeouts": st.send_timeouts_total, "closes": len(closelog.closes), "writes": st.writes_total})
                 elif cmd == "floor":
                     emit(send_floor(server, int(words[1]) if len(words) > 1 else 20))
+                elif cmd == "pfloor":
+                    emit(await paced_floor(server, float(words[1]), float(words[2])))
                 elif cmd == "snap":  # with PYTHONTRACEMALLOC set: where memory goes (diagnostic)
                     import tracemalloc
                     snaps.append(tracemalloc.take_snapshot())
