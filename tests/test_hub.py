@@ -147,6 +147,22 @@ def test_client_glob_patterns_live_only_as_long_as_their_subscription():
     assert s not in hub._patterns and first() is None
 
 
+def test_history_of_several_streams_arrives_oldest_first_across_them():
+    # docs/protocol.md: a subscription's history comes oldest first. Per stream,
+    # seq order is kept even where a device's clock stepped back (b's third batch).
+    hub = LocalHub()
+    a = hub.add_stream("dev/a", [Channel("x")]).key
+    b = hub.add_stream("dev/b", [Channel("x")]).key
+    for key, seq, t in [(b, 0, 1.0), (a, 0, 1.5), (a, 1, 2.0), (b, 1, 2.5), (a, 2, 3.0), (b, 2, 2.2), (a, 3, 4.0)]:
+        pub(hub, key, seq, t)
+    hist = hub.subscribe(Sink(), ["dev/*"], history_s=60).history
+    # b's third batch (t 2.2) comes before a's (t 3.0), but after b's second (t 2.5).
+    assert [(f.key, f.seq) for f in hist] == [(b, 0), (a, 0), (a, 1), (b, 1), (b, 2), (a, 2), (a, 3)]
+    # With resume points too (the batches after each point).
+    hist = hub.subscribe(Sink(), ["dev/*"], resume={"dev/a": (hub.catalog()[0].epoch, 0), "dev/b": (hub.catalog()[1].epoch, 0)}).history
+    assert [(f.key, f.seq) for f in hist] == [(a, 1), (b, 1), (b, 2), (a, 2), (a, 3)]
+
+
 @pytest.mark.parametrize("samples", [1, 500])
 async def test_history_memory_is_what_its_byte_cap_says(samples):
     """Measured, not counted: history of a stream with a subscriber (so every frame

@@ -13,6 +13,7 @@ streams it mirrors from Redis live in the same tables and fan out the same way.
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 import secrets
 import time
@@ -70,6 +71,10 @@ class _Stream:
     def forget_history(self) -> None:
         self.history.clear()
         self.history_bytes = 0
+
+
+def _t_last(frame: Frame) -> float:
+    return frame.t_last
 
 
 def resume_from(st: _Stream, epoch: str, seq: int) -> tuple[list[Frame], Resumed]:
@@ -289,6 +294,7 @@ class LocalHub(Hub):
         self._patterns.setdefault(sub, {}).update(matchers)
         out = Subscription([st.info.key for st in streams], [])
         history_s = min(history_s, self.limits.history_s)
+        per_stream: list[list[Frame]] = []
         for st in streams:
             point = resume.get(st.info.id) if resume else None
             if sub in st.subs:
@@ -299,10 +305,18 @@ class LocalHub(Hub):
             st.subs_changed()
             if point is not None:
                 frames, out.resumed[st.info.id] = resume_from(st, *point)
-                out.history.extend(frames)
+                per_stream.append(list(frames))
             elif history_s > 0 and st.history:
                 horizon = st.history[-1].t_last - history_s
-                out.history.extend(f for f in st.history if f.t_last >= horizon)
+                per_stream.append([f for f in st.history if f.t_last >= horizon])
+        per_stream = [h for h in per_stream if h]
+        if len(per_stream) == 1:
+            out.history.extend(per_stream[0])
+        elif per_stream:
+            # Oldest first across the streams too (docs/protocol.md), as they were
+            # published; merged, not sorted, so each stream keeps its seq order even
+            # if its device's clock stepped back.
+            out.history.extend(heapq.merge(*per_stream, key=_t_last))
         return out
 
     def unsubscribe(self, sub: Subscriber, patterns: Iterable[str]) -> list[int]:
