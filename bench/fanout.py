@@ -136,8 +136,8 @@ def rows(res: dict) -> list[dict]:
             out.append(row(sec, "server CPU per frame / bare send() floor", v, None, "<= 1.1",
                            None if v is None else v <= 1.1, "x"))
             if s.get("paced_floor_us") is not None:
-                out.append(row(sec, "bare send() floor at the window's cadence (diagnostic)", s["paced_floor_us"], None, "", None, "us"))
-                out.append(row(sec, "server CPU per frame / that floor (diagnostic)", s["vs_paced_floor"], None, "", None, "x"))
+                out.append(row(sec, "send() floor at the window's cadence (diag.)", s["paced_floor_us"], None, "", None, "us"))
+                out.append(row(sec, "server CPU per frame / that floor (diag.)", s["vs_paced_floor"], None, "", None, "x"))
         else:
             sec = f"fan-out, {n} clients x {k} streams x {case['batches_per_s']:g}/s (one grid)"
             out.append(row(sec, "server CPU per delivered frame", us["sensorstream"], us["websockets"], "ratio <= 0.5",

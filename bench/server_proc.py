@@ -35,7 +35,7 @@ from sensorstream.protocol import Channel
 from sensorstream.server import gctune
 from sensorstream.server.app import Server
 
-from .common import CHANNELS, STREAM_ID, SyntheticBatches, stream_id, emit, pin, raise_nofile, self_stats
+from .common import CHANNELS, STREAM_ID, SyntheticBatches, cpu_seconds, stream_id, emit, pin, raise_nofile, self_stats
 
 
 class _CloseLog(logging.Handler):
@@ -71,9 +71,9 @@ def queues(server: Server) -> tuple[int, int]:
     return sndq, queued
 
 
-def send_floor(server: Server, rounds: int) -> dict:
-    """Diagnostic: the CPU cost of the bare send() of one 1 KiB frame to every client,
-    with no server logic around it: the floor any fan-out in this process pays."""
+def _floor_targets(server: Server) -> tuple[bytes, list[int]]:
+    """A 1 KiB data frame as a client gets it, and the sockets of every client a
+    direct write could go to now."""
     from sensorstream.protocol import encode_batch
     from sensorstream.server.ws import ws_binary_frame
 
@@ -84,6 +84,13 @@ def send_floor(server: Server, rounds: int) -> dict:
         d = s._direct
         if d is not None and d.idle and d.ok:
             fds.append(d.sock.fileno())
+    return wire, fds
+
+
+def send_floor(server: Server, rounds: int) -> dict:
+    """Diagnostic: the CPU cost of the bare send() of one 1 KiB frame to every client,
+    with no server logic around it: the floor any fan-out in this process pays."""
+    wire, fds = _floor_targets(server)
     hub, key = server.hub, server.hub.stream_by_id(STREAM_ID).key
     n = pn = 0
     cpu = pcpu = 0.0
@@ -111,18 +118,12 @@ async def paced_floor(server: Server, rate: float, seconds: float) -> dict:
     1 KiB frame written to every client socket, nothing else (publishing stopped).
     CPU is the whole process's (getrusage), as for the windows, and, separately, the
     thread CPU of the write loops alone."""
-    from sensorstream.protocol import encode_batch
-    from sensorstream.server.ws import ws_binary_frame
-
-    ts, vals = SyntheticBatches(0.05).make()
-    wire = ws_binary_frame(encode_batch(1, 0, ts, vals))
-    fds = [s._direct.sock.fileno() for s in server.sessions
-           if s._direct is not None and s._direct.idle and s._direct.ok]
+    wire, fds = _floor_targets(server)
     n = 0
     loop_cpu = 0.0
     k = math.floor(trio.current_time() * rate) + 1
     await trio.sleep_until(k / rate)
-    u0, s0 = resource_cpu()
+    u0, s0 = cpu_seconds()
     end = trio.current_time() + seconds
     while trio.current_time() < end:
         c0 = time.thread_time()
@@ -134,15 +135,9 @@ async def paced_floor(server: Server, rate: float, seconds: float) -> dict:
         loop_cpu += time.thread_time() - c0
         k += 1
         await trio.sleep_until(k / rate)
-    u1, s1 = resource_cpu()
+    u1, s1 = cpu_seconds()
     return {"pfloor_writes": n, "pfloor_us": 1e6 * ((u1 - u0) + (s1 - s0)) / max(n, 1),
             "pfloor_loop_us": 1e6 * loop_cpu / max(n, 1)}
-
-
-def resource_cpu():
-    import resource
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime, ru.ru_stime
 
 
 def make_config(a: argparse.Namespace) -> ServerConfig:
