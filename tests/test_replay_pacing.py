@@ -8,6 +8,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 import trio
 import trio.testing
 import wsproto
@@ -50,15 +51,27 @@ def write_wide(path, n_batches: int, n: int = 1000) -> int:
     return n_batches
 
 
-async def test_at_speed_0_a_slow_reader_gets_every_batch_and_no_dropped_notice(nursery, tmp_path):
+@pytest.mark.parametrize("how", ["flag", "message"])
+async def test_at_speed_0_a_slow_reader_gets_every_batch_and_no_dropped_notice(nursery, tmp_path, how):
+    # how: `replay --speed 0`, or a replay at speed 1 switched to 0 by a playback message.
     n = write_wide(tmp_path / "r.mcap", 600)  # 16 KB batches: ~10 MB, more than the socket buffers hold
     # An outbox of 8 batches: publishing without waiting would overflow it at once.
-    server = make_replay_server(ServerConfig(host="127.0.0.1", port=0, queue_batches=8, ping_interval=60), tmp_path / "r.mcap", speed=0)
+    server = make_replay_server(ServerConfig(host="127.0.0.1", port=0, queue_batches=8, ping_interval=60), tmp_path / "r.mcap",
+                                speed=0 if how == "flag" else 1)
     await nursery.start(server.run)
     pacer = server.replay.pacer
     stream, rest = await raw_handshake(server.port, rcvbuf=4096)
     reader = FrameReader(stream, rest)
-    await stream.send_all(masked_frame(json.dumps({"type": "subscribe", "ref": 1, "streams": ["*"]}).encode()))
+    subscribe = {"type": "subscribe", "ref": 1, "streams": ["*"]}
+    if how == "message":
+        await stream.send_all(masked_frame(json.dumps({"type": "playback", "ref": 0, "action": "speed", "speed": 0}).encode()))
+        while True:  # the answer: from now on the replay waits for its clients
+            kind, m = await reader.message()
+            if kind == "text" and m.get("type") == "playback" and m.get("ref") == 0:
+                assert m["state"]["speed"] == 0
+                break
+        subscribe["history_s"] = 60  # what speed 1 published before the switch
+    await stream.send_all(masked_frame(json.dumps(subscribe).encode()))
     seqs, pauses = [], 0
     with trio.fail_after(60):
         while len(seqs) < n:
