@@ -313,9 +313,9 @@ class LocalHub(Hub):
         if len(per_stream) == 1:
             out.history.extend(per_stream[0])
         elif per_stream:
-            # Oldest first across the streams too (docs/protocol.md), as they were
-            # published; merged, not sorted, so each stream keeps its seq order even
-            # if its device's clock stepped back.
+            # Oldest first across the streams too (docs/protocol.md), by each batch's
+            # last timestamp; merged, not sorted, so each stream keeps its seq order
+            # even if its device's clock stepped back.
             out.history.extend(heapq.merge(*per_stream, key=_t_last))
         return out
 
