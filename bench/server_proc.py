@@ -87,6 +87,18 @@ def _floor_targets(server: Server) -> tuple[bytes, list[int]]:
     return wire, fds
 
 
+def _write_round(fds: list[int], wire: bytes) -> tuple[int, float]:
+    """`wire` written once to every socket: (whole writes, thread CPU seconds)."""
+    n = 0
+    c0 = time.thread_time()
+    for fd in fds:
+        try:
+            n += os.write(fd, wire) == len(wire)
+        except OSError:
+            pass
+    return n, time.thread_time() - c0
+
+
 def send_floor(server: Server, rounds: int) -> dict:
     """Diagnostic: the CPU cost of the bare send() of one 1 KiB frame to every client,
     with no server logic around it: the floor any fan-out in this process pays."""
@@ -96,19 +108,14 @@ def send_floor(server: Server, rounds: int) -> dict:
     cpu = pcpu = 0.0
     # Interleaved with real publishes of the same size, so both see the same machine.
     for i in range(rounds):
-        c0 = time.thread_time()
-        for fd in fds:
-            try:
-                n += os.write(fd, wire) == len(wire)
-            except OSError:
-                pass
+        written, spent = _write_round(fds, wire)
+        n += written
+        cpu += spent
         c1 = time.thread_time()
         f0 = server.stats.frames_sent_total
         ts, vals = SyntheticBatches(0.05).make()
         hub.publish(key, hub.next_seq(key), ts, vals)
-        c2 = time.thread_time()
-        cpu += c1 - c0
-        pcpu += c2 - c1
+        pcpu += time.thread_time() - c1
         pn += server.stats.frames_sent_total - f0
     return {"floor_writes": n, "floor_us": 1e6 * cpu / max(n, 1), "publish_frames": pn, "publish_us": 1e6 * pcpu / max(pn, 1)}
 
@@ -126,13 +133,9 @@ async def paced_floor(server: Server, rate: float, seconds: float) -> dict:
     u0, s0 = cpu_seconds()
     end = trio.current_time() + seconds
     while trio.current_time() < end:
-        c0 = time.thread_time()
-        for fd in fds:
-            try:
-                n += os.write(fd, wire) == len(wire)
-            except OSError:
-                pass
-        loop_cpu += time.thread_time() - c0
+        written, spent = _write_round(fds, wire)
+        n += written
+        loop_cpu += spent
         k += 1
         await trio.sleep_until(k / rate)
     u1, s1 = cpu_seconds()
