@@ -164,6 +164,13 @@ class ServerProcess:
         except Exception:
             return False
 
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit and for its last output line to be read: the
+        reader thread may still be draining the pipe when the process is gone."""
+        rc = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return rc
+
     def stop(self, timeout: float = 5.0) -> None:
         if self.proc is None:
             return

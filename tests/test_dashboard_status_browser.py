@@ -114,6 +114,7 @@ def test_ctrl_c_on_serve_with_a_dashboard_open_exits_at_once(browser):
         srv.proc.send_signal(signal.SIGINT)
         rc = srv.proc.wait(10)
         elapsed = time.monotonic() - t0
+        srv.wait(10)  # and its output read to the end
         assert rc == 0
         assert elapsed < 1.0, elapsed  # (typically 0.1-0.2 s, process exit included)
         log = "".join(srv.output).split("shutting down", 1)[1]
