@@ -64,6 +64,11 @@ def _window(c: Cluster, rate: float, warm: float, window: float) -> dict:
     return out
 
 
+def _per_window(windows: list[dict], floors: list[dict], key: str) -> list[float]:
+    """Each window's CPU per frame against the floor `key` measured right after it."""
+    return [x["us_per_frame"] / f[key] for x, f in zip(windows, floors) if x["us_per_frame"] and f.get(key)]
+
+
 def run(size: str = "full") -> dict:
     p = SIZES[size]
     results = {"method": __doc__.strip().splitlines()[0], "params": p, "cases": {}}
@@ -92,6 +97,7 @@ def run(size: str = "full") -> dict:
                     time.sleep(0.2)
             floor = {"floor_us": median([f.get("floor_us") for f in floors]), "runs": floors}
         w = case["windows"]
+        vs_floor = _per_window(w["sensorstream"], floor["runs"], "floor_us")
         pairs = [a["us_per_frame"] / b["us_per_frame"] for a, b in zip(w["sensorstream"], w["websockets"])
                  if a["us_per_frame"] and b["us_per_frame"]]
         us_ours = median([x["us_per_frame"] for x in w["sensorstream"]])
@@ -106,13 +112,10 @@ def run(size: str = "full") -> dict:
             "frames_per_write": median([x.get("frames_per_write") for x in w["sensorstream"]]),
             "send_floor_us": f_us,
             # Per window against its own floor, then the median: as for the websockets ratio.
-            "vs_floor": median([x["us_per_frame"] / f["floor_us"] for x, f in zip(w["sensorstream"], floor["runs"])
-                                if x["us_per_frame"] and f.get("floor_us")]),
-            "vs_floor_per_window": [x["us_per_frame"] / f["floor_us"] for x, f in zip(w["sensorstream"], floor["runs"])
-                                    if x["us_per_frame"] and f.get("floor_us")],
+            "vs_floor": median(vs_floor),
+            "vs_floor_per_window": vs_floor,
             "paced_floor_us": median([f.get("pfloor_loop_us") for f in floor["runs"]]),
-            "vs_paced_floor": median([x["us_per_frame"] / f["pfloor_loop_us"] for x, f in zip(w["sensorstream"], floor["runs"])
-                                      if x["us_per_frame"] and f.get("pfloor_loop_us")]),
+            "vs_paced_floor": median(_per_window(w["sensorstream"], floor["runs"], "pfloor_loop_us")),
             "delivered": {k: sum(x["received"] for x in v) / max(1, sum(x["frames"] for x in v)) for k, v in w.items()},
         }
         key = str(n) if streams == 1 else f"{n}x{streams}"

@@ -5,7 +5,7 @@ CPython's cycle collector runs a full collection after every ten collections
 of the middle generation (once enough has survived), and a full collection
 walks every container object in the process: at 5,000 connections that is
 ~400,000 objects and a 100 ms pause in which no client is served, four times
-during a 5,000-client reconnect storm (bench/storm.py). Two changes:
+during a 5,000-client reconnect storm (bench/storm.py). Three changes:
 
 - `gc.freeze()`: what start-up made (modules, numpy, the catalog: ~40,000
   objects that live as long as the process) moves to the permanent
