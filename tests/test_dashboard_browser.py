@@ -359,6 +359,8 @@ def test_csv_export_matches_chart(page, server, tmp_path):
     """The CSV button downloads the window on screen from the server (GET /export,
     full rate): exactly the samples the chart holds for that window."""
     pg = page.page
+    # A full 5 s window to export (run first, the server may be younger than that).
+    page.wait("(() => { const s = sensorstream.snapshot('sim/imu'); return s.len > 0 && s.tLast - s.tFirst > 5.5; })()")
     pg.get_by_test_id("window-5").click()
     pg.get_by_test_id("pause").click()   # a fixed view: button and hook export the same samples
     try:
