@@ -12,10 +12,12 @@ record, and every complete chunk is used; whatever follows the last complete
 chunk is ignored. Nothing here writes.
 
 Each message is one wire-format batch: it decodes with `np.frombuffer`, with no
-Python work per sample. `read()` goes further (columns.py): a thread pool reads
-and decompresses the chunks, each chunk's batches are found as runs (strided
-views) and copied once into arrays of their final size: no Python work per
-batch either.
+Python work per sample. `read()` goes further (columns.py): the chunks' message
+indexes (stored uncompressed after each chunk) give every batch's size, so the
+result arrays are allocated first; then a thread pool reads, decompresses and
+copies one chunk at a time per thread straight into its place, each chunk's
+batches found as runs (strided views). No Python work per batch, and no memory
+beyond the result but a chunk or two per thread.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from mcap.records import Channel as McapChannel, Metadata
 
 from .. import protocol
 from ..protocol import Batch, Channel, StreamInfo
-from .columns import LayoutError, Run, assemble, chunk_runs
+from .columns import LayoutError, Run, allocate, assemble, chunk_runs, copy_runs, planned_samples
 from .format import DROPS_METADATA, MESSAGE_ENCODING, info_from_metadata
 
 MAGIC = b"\x89MCAP0\r\n"
@@ -51,6 +53,13 @@ _REC = struct.Struct("<BQ")  # opcode, record length
 _CHUNK_HEAD = struct.Struct("<QQQI")  # message start/end time, uncompressed size, crc
 _MSG_HEAD = struct.Struct("<HIQQ")  # channel id, sequence, log time, publish time
 _MSG_HEAD_SIZE = _MSG_HEAD.size  # 22
+
+
+PREFETCH_BYTES = 32 << 20  # how far ahead of the reading threads a read asks the disk for chunks
+
+
+class _Unplanned(Exception):
+    """A chunk held another number of samples than its message index said."""
 
 
 class RecordingError(Exception):
@@ -65,6 +74,11 @@ class ChunkInfo:
     end_ns: int
     channel_ids: set[int] | None = None  # None: not known without decompressing
     compression: str | None = None  # None: not known without reading the chunk's header
+    usize: int | None = None  # uncompressed size of its records
+    # Where the chunk's message index records are (0 bytes: none known, or maybe
+    # incomplete, as after the last chunk of a file cut short).
+    index_at: int = 0
+    index_length: int = 0
 
 
 @dataclass
@@ -212,7 +226,8 @@ class Recording:
         self.channels = dict(summary.channels)
         for ci in summary.chunk_indexes:
             self.chunks.append(ChunkInfo(ci.chunk_start_offset, ci.chunk_length, ci.message_start_time, ci.message_end_time,
-                                         set(ci.message_index_offsets) or None, ci.compression))
+                                         set(ci.message_index_offsets) or None, ci.compression, ci.uncompressed_size,
+                                         min(ci.message_index_offsets.values(), default=0), ci.message_index_length))
         drops = [m for m in summary.metadata_indexes if m.name == DROPS_METADATA]
         if drops:
             self.drops = self._metadata_at(max(drops, key=lambda m: m.offset).offset)
@@ -226,24 +241,33 @@ class Recording:
         """Walk the records of a file without a summary; stop at the first incomplete one."""
         pos = len(MAGIC)
         last_chunk: ChunkInfo | None = None
+        index_at = 0  # where last_chunk's message index records start (0: none seen yet, -1: all seen)
         while pos + _REC.size <= self.size:
             opcode, length = _REC.unpack(self._read_at(pos, _REC.size))
             end = pos + _REC.size + length
             if end > self.size:
                 break  # cut off here
+            if opcode != Opcode.MESSAGE_INDEX and last_chunk is not None and index_at > 0:
+                # A complete record after a chunk's message indexes: they are all there.
+                last_chunk.index_at, last_chunk.index_length = index_at, pos - index_at
+                index_at = -1
             if opcode == Opcode.CHUNK:
                 head = self._read_at(pos + 9, _CHUNK_HEAD.size + 4 + 16)
-                start_ns, end_ns, _usize, _crc = _CHUNK_HEAD.unpack_from(head)
+                start_ns, end_ns, usize, _crc = _CHUNK_HEAD.unpack_from(head)
                 (clen,) = struct.unpack_from("<I", head, _CHUNK_HEAD.size)
                 name = head[_CHUNK_HEAD.size + 4: _CHUNK_HEAD.size + 4 + clen]
                 last_chunk = ChunkInfo(pos, end - pos, start_ns, end_ns,
-                                       compression=name.decode(errors="replace") if clen == len(name) else None)
+                                       compression=name.decode(errors="replace") if clen == len(name) else None,
+                                       usize=usize)
+                index_at = 0
                 self.chunks.append(last_chunk)
             elif opcode == Opcode.MESSAGE_INDEX and last_chunk is not None:
                 (cid,) = struct.unpack("<H", self._read_at(pos + 9, 2))
                 if last_chunk.channel_ids is None:
                     last_chunk.channel_ids = set()
                 last_chunk.channel_ids.add(cid)
+                if index_at == 0:
+                    index_at = pos
             elif opcode == Opcode.CHANNEL:
                 ch = McapChannel.read(ReadDataStream(io.BytesIO(self._read_at(pos + 9, length))))
                 self.channels[ch.id] = ch
@@ -304,16 +328,18 @@ class Recording:
             return {}
         return _counts(Metadata.read(ReadDataStream(io.BytesIO(self._read_at(offset + 9, length)))).metadata)
 
-    def _decompress(self, chunk: ChunkInfo) -> memoryview:
-        # Each chunk lands in a numpy buffer of its own: numpy asks the kernel for
-        # huge pages for big arrays, so a read faults in far fewer fresh pages.
-        # (Measured on 300 MB, 2 threads: 0.33 s, against 0.37 s for a bytes
-        # object per chunk and 0.52 s for one anonymous mapping for the whole
-        # read.) The compressed bytes go through one buffer per thread.
+    def _decompress(self, chunk: ChunkInfo, reuse: bool = False) -> memoryview:
+        """The chunk's records, uncompressed.
+
+        reuse=True: in buffers of the calling thread, valid until its next call
+        (no fresh memory per chunk). Otherwise a buffer of the chunk's own:
+        numpy asks the kernel for huge pages for big arrays, so keeping many
+        faults in far fewer fresh pages."""
         local = self._local
-        # (An uncompressed chunk is read straight into the buffer it is used from;
+        # (The compressed bytes go through one buffer per thread. Kept, an
+        # uncompressed chunk is read straight into the buffer it is used from;
         # a small one, or one of unknown compression, goes through the thread's.)
-        via_buffer = chunk.compression != "" or chunk.length < 4096
+        via_buffer = reuse or chunk.compression != "" or chunk.length < 4096
         if via_buffer:
             if getattr(local, "buf", None) is None or len(local.buf) < chunk.length:
                 local.buf = np.empty(max(chunk.length, 1 << 20), np.uint8)
@@ -330,12 +356,17 @@ class Recording:
         (dlen,) = struct.unpack_from("<Q", raw, p)
         data = raw[p + 8: p + 8 + dlen]
         if compression == "":
-            return data if not via_buffer else memoryview(bytes(data))
+            return data if reuse or not via_buffer else memoryview(bytes(data))
         if compression == "zstd":
             dctx = getattr(local, "dctx", None)
             if dctx is None:
                 dctx = local.dctx = zstandard.ZstdDecompressor()
-            out = memoryview(np.empty(usize, np.uint8))
+            if reuse:
+                if getattr(local, "out", None) is None or len(local.out) < usize:
+                    local.out = np.empty(max(usize, 1 << 20), np.uint8)
+                out = memoryview(local.out)[:usize]
+            else:
+                out = memoryview(np.empty(usize, np.uint8))
             with dctx.stream_reader(data) as reader:
                 got = 0
                 while got < usize:
@@ -359,17 +390,105 @@ class Recording:
         return _records(self._decompress(chunk), ids)
 
     def _read(self, ids: set[int], c: int, start: float | None, end: float | None) -> tuple[np.ndarray, np.ndarray]:
-        # Chunks are read and decompressed by a pool of threads (pread, zstd and lz4
-        # let go of the GIL), so the disk, decompression and the copy overlap; the
-        # samples are then copied once into arrays of their final size (columns.py).
         start_ns = -1.0 if start is None else start * 1e9 - 1e3
         chunks = self._select(ids, start_ns, end)
+        try:
+            t, v = self._read_planned(chunks, ids, c, start_ns, end)
+        except _Unplanned:
+            t, v = self._read_buffered(chunks, ids, c, start_ns, end)
+        if (start is not None and len(t) and t.min() < start) or (end is not None and len(t) and t.max() > end):
+            keep = np.ones(len(t), bool)
+            if start is not None:
+                keep &= t >= start
+            if end is not None:
+                keep &= t <= end
+            t, v = t[keep], v.compress(keep, axis=1)  # (v[:, keep] would come out in Fortran order)
+        return t, v
 
-        def runs_of(chunk: ChunkInfo) -> tuple[list[Run], bool]:
+    def _runs_of(self, chunk: ChunkInfo, ids: set[int], c: int, start_ns: float, end: float | None,
+                 reuse: bool = False) -> tuple[list[Run], bool]:
+        try:
+            return chunk_runs(self._decompress(chunk, reuse), ids, c, start_ns, end)
+        except LayoutError as e:
+            raise RecordingError(f"{self.path}: {e} (chunk at {chunk.offset})") from None
+
+    def _read_planned(self, chunks: list[ChunkInfo], ids: set[int], c: int, start_ns: float,
+                      end: float | None) -> tuple[np.ndarray, np.ndarray]:
+        # Each chunk's message indexes (small, stored uncompressed after it) say how
+        # many samples it holds, so the output arrays are allocated first and each
+        # thread reads, decompresses and copies one chunk at a time into its place,
+        # through buffers of its own: the disk, decompression and the copy overlap,
+        # and memory beyond the result stays at a chunk or two per thread. Chunks
+        # whose index cannot say (a file cut short, a batch that may end past `end`)
+        # are decompressed here first, as _read_buffered does. A count the index got
+        # wrong raises _Unplanned, and the read starts again the other way.
+        end_ns = None if end is None else end * 1e9 - 1e3
+        indexed = [chunk.index_length > 0 and chunk.usize is not None and (end_ns is None or chunk.end_ns < end_ns)
+                   for chunk in chunks]
+        # The indexes are small reads all over the file: ask for them all at once
+        # first, so that a cold read waits for the disk once, not once per chunk.
+        self._prefetch((chunk.index_at, chunk.index_length) for chunk, yes in zip(chunks, indexed) if yes)
+        plan: list[tuple[ChunkInfo, int | list[Run], int]] = []  # (chunk, its sample count or its runs, where they go)
+        total = 0
+        for chunk, yes in zip(chunks, indexed):
+            planned = None
+            if yes:
+                planned = planned_samples(self._read_at(chunk.index_at, chunk.index_length), ids, c, chunk.usize, start_ns)
+            if planned is not None:
+                plan.append((chunk, planned, total))
+                total += planned
+                continue
+            runs, stop = self._runs_of(chunk, ids, c, start_ns, end)
+            plan.append((chunk, runs, total))
+            total += sum(r.samples for r in runs)
+            if stop:
+                break  # (a later chunk of a sequential read is never decompressed)
+        t, v = allocate(total, c)
+        # Chunks are asked of the disk a little ahead of the threads that use them.
+        ahead = max(1, PREFETCH_BYTES // max(1, sum(chunk.length for chunk, _, _ in plan) // max(1, len(plan))))
+        self._prefetch((chunk.offset, chunk.length) for chunk, _, _ in plan[:ahead])
+
+        def fill(i: int) -> None:
+            chunk, what, at = plan[i]
+            if i + ahead < len(plan):
+                nxt = plan[i + ahead][0]
+                self._prefetch([(nxt.offset, nxt.length)])
+            if isinstance(what, list):
+                copy_runs(what, t, v, at)
+                return
+            runs, _ = self._runs_of(chunk, ids, c, start_ns, None, reuse=True)
+            if sum(r.samples for r in runs) != what:
+                raise _Unplanned
+            copy_runs(runs, t, v, at)
+
+        threads = min(self.threads, len(plan))
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                for _ in pool.map(fill, range(len(plan))):
+                    pass
+        else:
+            for i in range(len(plan)):
+                fill(i)
+        return t, v
+
+    def _prefetch(self, ranges) -> None:
+        """Let the kernel start reading these (offset, length) ranges (a hint: no waiting, no error)."""
+        if not hasattr(os, "posix_fadvise"):  # (not on macOS)
+            return
+        fd = self._f.fileno()
+        for offset, length in ranges:
             try:
-                return chunk_runs(self._decompress(chunk), ids, c, start_ns, end)
-            except LayoutError as e:
-                raise RecordingError(f"{self.path}: {e} (chunk at {chunk.offset})") from None
+                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                return
+
+    def _read_buffered(self, chunks: list[ChunkInfo], ids: set[int], c: int, start_ns: float,
+                       end: float | None) -> tuple[np.ndarray, np.ndarray]:
+        # Every chunk is decompressed into a buffer of its own (a pool of threads
+        # reads and decompresses them: pread, zstd and lz4 let go of the GIL), then
+        # the samples are copied once into arrays of their final size (columns.py).
+        def runs_of(chunk: ChunkInfo) -> tuple[list[Run], bool]:
+            return self._runs_of(chunk, ids, c, start_ns, end)
 
         runs: list[Run] = []
         threads = min(self.threads, len(chunks))
@@ -382,15 +501,7 @@ class Recording:
             runs += found
             if stop:
                 break  # (a later chunk of a sequential read is never decompressed)
-        t, v = assemble(runs, c, self.threads)
-        if (start is not None and len(t) and t.min() < start) or (end is not None and len(t) and t.max() > end):
-            keep = np.ones(len(t), bool)
-            if start is not None:
-                keep &= t >= start
-            if end is not None:
-                keep &= t <= end
-            t, v = t[keep], v.compress(keep, axis=1)  # (v[:, keep] would come out in Fortran order)
-        return t, v
+        return assemble(runs, c, self.threads)
 
     def _select(self, ids: set[int], start_ns: float, end: float | None) -> list[ChunkInfo]:
         """The chunks that may hold batches of these channels with samples in the range.
