@@ -25,7 +25,8 @@
    POSIX_FADV_DONTNEED on every file), best of 5, alternating, after one
    untimed round of each. GB/s are of the
    raw samples (what either way ends up in memory). For zstd, also the read
-   with one thread (the read before threads).
+   with one thread (the read before threads), and the memory one read takes
+   beyond its result (tracemalloc's peak, which numpy's buffers report to).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import shutil
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +202,16 @@ def bench_read(mb: float, workdir: Path, compressions: list[str], repeat: int = 
         if comp == "zstd":
             one = min(timed(lambda: read_recording(1), False, files)[0] for _ in range(repeat))
             res["warm"]["one_thread_s"] = round(one, 3)
+        # Memory a read takes beyond its result (numpy's buffers are traced), untimed.
+        tracemalloc.start()
+        try:
+            t, v = read_recording()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        res["read_peak_beyond_result_mb"] = round((peak - t.nbytes - v.nbytes) / 1e6, 1)
+        res["result_mb"] = round((t.nbytes + v.nbytes) / 1e6, 1)
+        del t, v
         out[comp] = res
         path.unlink()
     for p in (raw_t, raw_v):
@@ -239,6 +251,7 @@ def main(argv=None) -> int:
             print(f"read one stream ({rd['raw_mb']} MB of samples) of a {res['file_mb']} MB {comp} recording ({mode}, {res['threads']} threads): "
                   f"{m['recording_s']} s ({m['recording_gb_s']} GB/s) vs np.fromfile {m['fromfile_s']} s ({m['fromfile_gb_s']} GB/s) "
                   f"= {m['ratio']}x" + (f"; one thread {m['one_thread_s']} s" if "one_thread_s" in m else ""))
+        print(f"  memory a read takes beyond its {res['result_mb']} MB result: {res['read_peak_beyond_result_mb']} MB")
     return 0
 
 

@@ -17,4 +17,5 @@ def test_recording_bench_runs_and_reports_every_figure(tmp_path):
         for mode in ("warm", "cold"):
             assert res["read"][compression][mode]["ratio"] > 0 and res["read"][compression][mode]["recording_gb_s"] > 0
     assert res["read"]["zstd"]["warm"]["one_thread_s"] > 0
+    assert all(res["read"][c]["read_peak_beyond_result_mb"] >= 0 and res["read"][c]["result_mb"] > 0 for c in ("zstd", "lz4", "none"))
     assert list(tmp_path.iterdir()) in ([], [tmp_path / "rec"])  # its files are removed
