@@ -445,7 +445,8 @@ class Recording:
                 break  # (a later chunk of a sequential read is never decompressed)
         t, v = allocate(total, c)
         # Chunks are asked of the disk a little ahead of the threads that use them.
-        ahead = max(1, PREFETCH_BYTES // max(1, sum(chunk.length for chunk, _, _ in plan) // max(1, len(plan))))
+        mean_length = sum(chunk.length for chunk, _, _ in plan) / len(plan) if plan else 1
+        ahead = max(1, int(PREFETCH_BYTES / max(1.0, mean_length)))
         self._prefetch((chunk.offset, chunk.length) for chunk, _, _ in plan[:ahead])
 
         def fill(i: int) -> None:
@@ -472,7 +473,8 @@ class Recording:
         return t, v
 
     def _prefetch(self, ranges) -> None:
-        """Let the kernel start reading these (offset, length) ranges (a hint: no waiting, no error)."""
+        """Ask the kernel to start reading these (offset, length) ranges: a hint, which
+        does not wait for the data and whose errors are ignored."""
         if not hasattr(os, "posix_fadvise"):  # (not on macOS)
             return
         fd = self._f.fileno()
