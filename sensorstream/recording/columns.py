@@ -76,7 +76,7 @@ def chunk_runs(buf: memoryview, ids: set[int], c: int, start_ns: float, end: flo
     batch with another channel count raises LayoutError."""
     # (np.isin costs more than everything else here together: one id is the usual case.)
     one_id = next(iter(ids)) if len(ids) == 1 else None
-    ids_arr = np.fromiter(ids, np.uint16, len(ids))
+    ids_arr = np.fromiter(ids, np.uint16, len(ids)) if one_id is None else None
     buf = memoryview(buf)
     size = len(buf)
     runs: list[Run] = []

@@ -462,15 +462,18 @@ class Recording:
                 raise _Unplanned
             copy_runs(runs, t, v, at)
 
-        threads = min(self.threads, len(plan))
-        if threads > 1:
-            with ThreadPoolExecutor(threads) as pool:
-                for _ in pool.map(fill, range(len(plan))):
-                    pass
-        else:
-            for i in range(len(plan)):
-                fill(i)
+        for _ in self._map(fill, range(len(plan))):
+            pass
         return t, v
+
+    def _map(self, fn, items):
+        """fn over items, in order: in a pool of up to `self.threads` threads (every
+        item done before this returns), or lazily in this thread (the caller may stop early)."""
+        threads = min(self.threads, len(items))
+        if threads <= 1:
+            return map(fn, items)
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(fn, items))
 
     def _prefetch(self, ranges) -> None:
         """Ask the kernel to start reading these (offset, length) ranges: a hint, which
@@ -493,13 +496,7 @@ class Recording:
             return self._runs_of(chunk, ids, c, start_ns, end)
 
         runs: list[Run] = []
-        threads = min(self.threads, len(chunks))
-        if threads > 1:
-            with ThreadPoolExecutor(threads) as pool:
-                results = list(pool.map(runs_of, chunks))
-        else:
-            results = map(runs_of, chunks)
-        for found, stop in results:
+        for found, stop in self._map(runs_of, chunks):
             runs += found
             if stop:
                 break  # (a later chunk of a sequential read is never decompressed)
