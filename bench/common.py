@@ -103,6 +103,12 @@ class SyntheticBatches:
         return time.time() + self.offsets, self.values
 
 
+def command_lines(buf: bytes, data: bytes) -> tuple[list[str], bytes]:
+    """The whole command lines in what has arrived on stdin so far, and what is left of it."""
+    *lines, rest = (buf + data).split(b"\n")
+    return [line.decode().strip() for line in lines], rest
+
+
 def emit(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
@@ -192,7 +198,7 @@ class Child:
 SERVER_CPU = 0
 CLIENT_CPU = 1
 
-IMPLS = {"sensorstream": "bench.server_proc", "websockets": "bench.baseline_websockets"}
+IMPLS = {"sensorstream": "bench.server_proc", "websockets": "bench.baseline_websockets", "bare": "bench.baseline_bare"}
 
 
 class Cluster:
@@ -210,14 +216,15 @@ class Cluster:
 
     def __init__(self, impl: str, clients: int, *, procs: int = 1, stalled: int = 0,
                  ping_interval: float = 5.0, ping_timeout: float = 10.0, send_timeout: float = 10.0,
-                 window: float = 0.05, busy_poll: bool = True, timestamps: bool = True, streams: int = 1):
+                 window: float = 0.05, busy_poll: bool = True, timestamps: bool = True, streams: int = 1,
+                 server_flags: tuple[str, ...] = ()):
         self.impl = impl
         self.clients = clients
         flags = ["--cpu", str(SERVER_CPU), "--window", str(window), "--ping-interval", str(ping_interval),
                  "--ping-timeout", str(ping_timeout), "--streams", str(streams)]
         if impl == "sensorstream":
             flags += ["--send-timeout", str(send_timeout)]
-        self.srv = Child(IMPLS[impl], flags, name=impl)
+        self.srv = Child(IMPLS[impl], flags + list(server_flags), name=impl)
         self.lgs: list[Child] = []
         try:
             hello = self.srv.read(60)

@@ -22,10 +22,20 @@ its own floor, then the median. With one stream also, as a diagnostic, the same
 bare writes paced at the window's cadence (one round of writes per 1/rate s,
 publishing stopped; the write loops' own CPU): the floor for writing at that
 rate, which is higher than the back-to-back one (cold caches after each sleep).
+
+And with one stream, two more servers with clients of their own, measured as
+the servers are (whole-process CPU over a window, per frame): the bare server
+(bench/baseline_bare.py: wakes on the same grid, frames each batch once, writes
+it to every socket in a bare loop, nothing else), the floor of a *server* at
+that cadence; and sensorstream with its fan-out replaced by that same bare loop
+(`--flat-fanout`, everything else running: trio, keepalive, readers), which
+shows how much of the gap per-client fan-out code could ever close. Their
+windows sit next to sensorstream's: websockets, sensorstream, bare, flat.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from .common import Cluster, cpu_delta, median, row
@@ -39,6 +49,16 @@ SIZES = {
               "reps": 1, "warm": 0.5, "window": 5.0, "paced": 1.0},
     "smoke": {"cases": ((10, 1), (10, 3)), "frames_per_s": 500, "multi_frames_per_s": 600, "reps": 1, "warm": 0.2, "window": 0.5, "paced": 0.3},
 }
+
+
+# sensorstream with the fan-out replaced by a bare write loop (bench/server_proc.py);
+# its writes are not the sessions' own, so heartbeats must not fill the gap.
+FLAT = ("--flat-fanout", "--heartbeat", "1000")
+
+
+def _pairs(a: list[dict], b: list[dict]) -> list[float]:
+    """Per rep, a's CPU per frame over b's, from neighbouring windows."""
+    return [x["us_per_frame"] / y["us_per_frame"] for x, y in zip(a, b) if x["us_per_frame"] and y["us_per_frame"]]
 
 
 def _window(c: Cluster, rate: float, warm: float, window: float) -> dict:
@@ -76,13 +96,19 @@ def run(size: str = "full") -> dict:
         total = p["frames_per_s"] if streams == 1 else p["multi_frames_per_s"]
         rate = total / n / streams
         case = {"clients": n, "streams": streams, "batches_per_s": rate, "windows": {"sensorstream": [], "websockets": []}}
-        with Cluster("sensorstream", n, timestamps=False, streams=streams) as ours, \
-                Cluster("websockets", n, timestamps=False, streams=streams) as base:
-            case["connected"] = {"sensorstream": ours.ready, "websockets": base.ready}
-            case["placement"] = {"sensorstream": ours.placement, "websockets": base.placement}
+        with contextlib.ExitStack() as stack:
+            ours = stack.enter_context(Cluster("sensorstream", n, timestamps=False, streams=streams))
+            base = stack.enter_context(Cluster("websockets", n, timestamps=False, streams=streams))
+            order = [("websockets", base), ("sensorstream", ours)]
+            if streams == 1:
+                case["windows"].update(bare=[], flat=[])
+                order.append(("bare", stack.enter_context(Cluster("bare", n, timestamps=False))))
+                order.append(("flat", stack.enter_context(Cluster("sensorstream", n, timestamps=False, server_flags=FLAT))))
+            case["connected"] = {impl: c.ready for impl, c in order}
+            case["placement"] = {impl: c.placement for impl, c in order}
             floors = []
             for _ in range(p["reps"]):
-                for impl, c in (("sensorstream", ours), ("websockets", base)):
+                for impl, c in order:
                     case["windows"][impl].append(_window(c, rate, p["warm"], p["window"]))
                     if impl == "sensorstream":
                         # The floor right after each window, so each window has its own
@@ -98,8 +124,7 @@ def run(size: str = "full") -> dict:
             floor = {"floor_us": median([f.get("floor_us") for f in floors]), "runs": floors}
         w = case["windows"]
         vs_floor = _per_window(w["sensorstream"], floor["runs"], "floor_us")
-        pairs = [a["us_per_frame"] / b["us_per_frame"] for a, b in zip(w["sensorstream"], w["websockets"])
-                 if a["us_per_frame"] and b["us_per_frame"]]
+        pairs = _pairs(w["sensorstream"], w["websockets"])
         us_ours = median([x["us_per_frame"] for x in w["sensorstream"]])
         us_base = median([x["us_per_frame"] for x in w["websockets"]])
         f_us = floor.get("floor_us")
@@ -118,6 +143,15 @@ def run(size: str = "full") -> dict:
             "vs_paced_floor": median(_per_window(w["sensorstream"], floor["runs"], "pfloor_loop_us")),
             "delivered": {k: sum(x["received"] for x in v) / max(1, sum(x["frames"] for x in v)) for k, v in w.items()},
         }
+        if streams == 1:
+            vs_bare, flat_vs_bare = _pairs(w["sensorstream"], w["bare"]), _pairs(w["flat"], w["bare"])
+            case["summary"].update({
+                "bare_us_per_frame": median([x["us_per_frame"] for x in w["bare"]]),
+                "flat_us_per_frame": median([x["us_per_frame"] for x in w["flat"]]),
+                "vs_bare": median(vs_bare), "vs_bare_per_pair": vs_bare,
+                "flat_vs_bare": median(flat_vs_bare), "flat_vs_bare_per_pair": flat_vs_bare,
+                "bare_vs_floor": median(_per_window(w["bare"], floor["runs"], "floor_us")),
+            })
         key = str(n) if streams == 1 else f"{n}x{streams}"
         results["cases"][key] = case
     return results
@@ -141,6 +175,12 @@ def rows(res: dict) -> list[dict]:
             if s.get("paced_floor_us") is not None:
                 out.append(row(sec, "send() floor at the window's cadence (diag.)", s["paced_floor_us"], None, "", None, "us"))
                 out.append(row(sec, "server CPU per frame / that floor (diag.)", s["vs_paced_floor"], None, "", None, "x"))
+            if s.get("bare_us_per_frame") is not None:
+                out.append(row(sec, "vs a bare server at the same cadence (diag.)", us["sensorstream"], s["bare_us_per_frame"],
+                               "", None, "us", ratio_value=s["vs_bare"]))
+                out.append(row(sec, "fan-out as a bare loop, rest of server (diag.)", s["flat_us_per_frame"], s["bare_us_per_frame"],
+                               "", None, "us", ratio_value=s["flat_vs_bare"]))
+                out.append(row(sec, "bare server / back-to-back floor (diag.)", s["bare_vs_floor"], None, "", None, "x"))
         else:
             sec = f"fan-out, {n} clients x {k} streams x {case['batches_per_s']:g}/s (one grid)"
             out.append(row(sec, "server CPU per delivered frame", us["sensorstream"], us["websockets"], "ratio <= 0.5",

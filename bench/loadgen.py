@@ -51,7 +51,7 @@ import time
 
 import numpy as np
 
-from .common import emit, pin, raise_nofile, self_stats
+from .common import command_lines, emit, pin, raise_nofile, self_stats
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TS = struct.Struct("qq")
@@ -338,11 +338,9 @@ class LoadGen:
                     data = os.read(stdin, 65536)
                     if not data:
                         return
-                    cmdbuf += data
-                    while b"\n" in cmdbuf:
-                        line, cmdbuf = cmdbuf.split(b"\n", 1)
-                        if self.command(line.decode().strip()) is False:
-                            return
+                    lines, cmdbuf = command_lines(cmdbuf, data)
+                    if any(self.command(line) is False for line in lines):
+                        return
                     continue
                 c = conns.get(fd)
                 if c is None:

@@ -7,7 +7,16 @@ with no simulators and one synthetic stream, `bench/s` (3 channels x 50 samples,
 1024-byte payload), published straight through `hub.publish` at a rate the
 harness sets. With `--bus URL` the hub is a RedisHub: `--role publisher` publishes
 `bench/s` to Redis (and serves it back through Redis), `--role gateway` has no
-stream of its own and serves what a publisher puts on the bus (bench/bus.py). Prints {"port": N}, then answers commands on stdin (bench.common):
+stream of its own and serves what a publisher puts on the bus (bench/bus.py).
+
+With `--flat-fanout` (a diagnostic of bench/fanout.py) the publisher bypasses the
+hub and the sessions: it frames each batch once and writes it to every client
+socket in a bare `os.write` loop, as bench/baseline_bare.py does, while the rest
+of the server (trio's loop, the keeper's Pings and their Pongs, every session's
+reader) runs as usual: what this process costs with no per-client fan-out code.
+Pass `--heartbeat` large with it (those writes do not count as the sessions' own).
+
+Prints {"port": N}, then answers commands on stdin (bench.common):
 
     publish R   publish R batches/s from now on (0 stops)
     stats       own CPU time, RSS, frames delivered, connections, drops...
@@ -140,6 +149,25 @@ async def paced_floor(server: Server, rate: float, seconds: float) -> dict:
     return {"pfloor_writes": n, "pfloor_loop_us": 1e6 * cpu / max(n, 1)}
 
 
+def _flat_publish(server: Server, fds: list[int], key: int, seq: int, ts, vals) -> None:
+    """--flat-fanout: one batch framed once and written to `fds` in a bare loop."""
+    from sensorstream.protocol import encode_batch
+    from sensorstream.server.ws import ws_binary_frame
+
+    wire = ws_binary_frame(encode_batch(key, seq, ts, vals))
+    size = len(wire)
+    n = 0
+    for fd in fds:
+        try:
+            n += os.write(fd, wire) == size
+        except OSError:
+            pass
+    st = server.stats
+    st.frames_sent_total += n
+    st.bytes_sent_total += n * size
+    st.writes_total += len(fds)
+
+
 def make_config(a: argparse.Namespace) -> ServerConfig:
     cfg = ServerConfig(host="127.0.0.1", port=0, window_s=a.window, ping_interval=a.ping_interval,
                        ping_timeout=a.ping_timeout, send_timeout=a.send_timeout, heartbeat_s=a.heartbeat)
@@ -169,6 +197,7 @@ async def main(a: argparse.Namespace) -> None:
     state = {"rate": 0.0, "published": 0, "publish_cpu": 0.0, "publish_frames": 0}
     changed = trio.Event()
     snaps: list = []
+    flat_fds: list[int] = []  # --flat-fanout: the sockets, taken when publishing starts
 
     async def publisher(key: int):
         """One stream's source. Several streams' publishers wake on the same clock
@@ -190,7 +219,10 @@ async def main(a: argparse.Namespace) -> None:
                 await trio.sleep_until(k / rate)
                 ts, vals = batches.make()
                 c0, f0 = time.thread_time(), server.stats.frames_sent_total
-                hub.publish(key, seq, ts, vals)
+                if a.flat_fanout:
+                    _flat_publish(server, flat_fds, key, seq, ts, vals)
+                else:
+                    hub.publish(key, seq, ts, vals)
                 # CPU spent inside publish (encode + fan-out) and the frames it wrote at once.
                 state["publish_cpu"] += time.thread_time() - c0
                 state["publish_frames"] += server.stats.frames_sent_total - f0
@@ -215,6 +247,8 @@ async def main(a: argparse.Namespace) -> None:
                 if cmd == "quit":
                     return
                 if cmd == "publish":
+                    if a.flat_fanout:
+                        flat_fds[:] = _floor_targets(server)[1]
                     state["rate"] = float(words[1])
                     changed.set()
                     changed = trio.Event()
@@ -271,6 +305,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bus", default=None, help="redis://...: publish (or, --role gateway, serve) through Redis (bench/bus.py)")
     p.add_argument("--role", default="local", choices=["local", "publisher", "gateway"])
     p.add_argument("--streams", type=int, default=1, help="streams published on the same clock grid (bench/s, bench/s2, ...)")
+    p.add_argument("--flat-fanout", action="store_true", help="diagnostic: bypass hub and sessions, write each batch in a bare loop")
     return p.parse_args(argv)
 
 

@@ -39,6 +39,10 @@ def test_bench_smoke_run_writes_every_result(tmp_path):
         # nothing). Not near 1: over a 0.5 s window a starved load generator on a
         # loaded machine can trail the server's count by a good share.
         assert all(v > 0.25 for v in s["delivered"].values()), s["delivered"]
+        if case.get("streams", 1) == 1:
+            # The bare server and sensorstream with a bare-loop fan-out ran and delivered too.
+            assert set(s["delivered"]) == {"sensorstream", "websockets", "bare", "flat"}, s["delivered"]
+            assert s["bare_us_per_frame"] > 0 and s["flat_us_per_frame"] > 0 and s["vs_bare"] > 0 and s["flat_vs_bare"] > 0
     lat = res["benches"]["latency"]["combined"]
     assert set(lat) == {"sensorstream/none", "websockets/none", "sensorstream/stalled", "websockets/stalled"}
     for figs in lat.values():
@@ -60,6 +64,15 @@ def test_bench_smoke_run_writes_every_result(tmp_path):
     rows = res["rows"]
     assert rows and all({"section", "metric", "sensorstream", "baseline", "ratio", "target", "ok"} <= set(r) for r in rows)
     assert "sensorstream" in proc.stdout and "baseline" in proc.stdout  # the table was printed
+
+
+def test_bare_server_accept_key_is_rfc6455s():
+    from bench.baseline_bare import accept_key
+
+    # The example of RFC 6455 section 1.3.
+    req = b"GET / HTTP/1.1\r\nHost: x\r\nsec-websocket-key:  dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    assert accept_key(req) == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert accept_key(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") is None
 
 
 def test_every_sample_percentile_matches_expanding_every_sample():
