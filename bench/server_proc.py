@@ -40,9 +40,10 @@ import time
 import trio
 
 from sensorstream.config import ServerConfig
-from sensorstream.protocol import Channel
+from sensorstream.protocol import Channel, encode_batch
 from sensorstream.server import gctune
 from sensorstream.server.app import Server
+from sensorstream.server.ws import ws_binary_frame
 
 from .common import CHANNELS, STREAM_ID, SyntheticBatches, stream_id, emit, pin, raise_nofile, self_stats
 
@@ -83,9 +84,6 @@ def queues(server: Server) -> tuple[int, int]:
 def _floor_targets(server: Server) -> tuple[bytes, list[int]]:
     """A 1 KiB data frame as a client gets it, and the sockets of every client a
     direct write could go to now."""
-    from sensorstream.protocol import encode_batch
-    from sensorstream.server.ws import ws_binary_frame
-
     ts, vals = SyntheticBatches(0.05).make()
     wire = ws_binary_frame(encode_batch(1, 0, ts, vals))
     fds = []
@@ -151,9 +149,6 @@ async def paced_floor(server: Server, rate: float, seconds: float) -> dict:
 
 def _flat_publish(server: Server, fds: list[int], key: int, seq: int, ts, vals) -> None:
     """--flat-fanout: one batch framed once and written to `fds` in a bare loop."""
-    from sensorstream.protocol import encode_batch
-    from sensorstream.server.ws import ws_binary_frame
-
     wire = ws_binary_frame(encode_batch(key, seq, ts, vals))
     size = len(wire)
     n = 0
