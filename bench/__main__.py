@@ -1,6 +1,6 @@
 """The benchmark suite: one command, one table, one JSON file.
 
-    python -m bench                  # everything, ~8 minutes
+    python -m bench                  # everything, ~13 minutes
     python -m bench --quick          # smaller and shorter, a smoke run of the method
     python -m bench --only fanout,latency
     python -m bench --skip dashboard

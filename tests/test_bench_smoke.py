@@ -89,3 +89,17 @@ def test_every_sample_percentile_matches_expanding_every_sample():
     every = (last[:, None] + np.linspace(0, 1, n)[None, :] * (first - last)[:, None]).ravel()
     for q in (50, 90, 99):
         assert abs(sample_pct(last, first, n, q) - np.percentile(every, q, method="inverted_cdf")) < 1e-9
+
+
+def test_wakeups_bench_runs_both_loops_and_refuses_bad_flags(tmp_path):
+    """bench/wakeups.py (CPU per wake-up, epoll and trio): the machinery only."""
+    out = tmp_path / "wakeups.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.wakeups", "--rates", "50", "--seconds", "0.2", "--reps", "1",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())["rates"]["50"]
+    assert r["epoll_us"] > 0 and r["trio_us"] > 0 and r["trio_vs_epoll"] > 0
+    assert len(r["runs"]["epoll"]) == len(r["runs"]["trio"]) == 1
+    bad = subprocess.run([sys.executable, "-m", "bench.wakeups", "--rates", "fast"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--rates" in bad.stderr and "Traceback" not in bad.stderr
