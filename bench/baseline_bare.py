@@ -12,10 +12,9 @@ options as sensorstream's (TCP_NODELAY, TCP_NOTSENT_LOWAT).
 
 It is measured as the servers are (bench/fanout.py): its whole process's CPU
 time (getrusage) over a window, per frame written. So it pays what any server
-delivering at that cadence pays besides the writes: waking up, on this VM
-~200-330 µs of CPU per wake-up of an otherwise idle process (a bare trio
-`sleep_until` loop at 200 and 20 wake-ups a second), which a `send()` loop run
-back to back never does.
+delivering at that cadence pays besides the writes: waking up, which a
+`send()` loop run back to back never does (on this VM 60-740 µs of CPU per
+wake-up of an otherwise idle process, in epoll or trio alike: bench/wakeups.py).
 
 It speaks just enough of the protocol for bench.loadgen: a canned 101 with the
 right Sec-WebSocket-Accept, a hello, a `subscribed` reply to the subscribe.
@@ -25,10 +24,8 @@ Same stdin commands as bench.server_proc (publish R, stats, closes, quit).
 from __future__ import annotations
 
 import argparse
-import base64
 import errno
 import gc
-import hashlib
 import json
 import math
 import os
@@ -37,12 +34,13 @@ import socket
 import sys
 import time
 
+from wsproto.utilities import generate_accept_token
+
 from sensorstream.protocol import encode_batch
 from sensorstream.server.ws import ws_binary_frame, ws_text_frame
 
-from .common import SyntheticBatches, command_lines, emit, pin, raise_nofile, self_stats
+from .common import SyntheticBatches, command_lines, emit, pin, raise_nofile, self_stats, write_all
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 HELLO = ws_text_frame(json.dumps({"type": "hello", "protocol": 1, "server": "bare-floor", "session": "x",
                                   "heartbeat_s": 2.0, "streams": [{"key": 1, "id": "bench/s"}]}))
 SUBSCRIBED = ws_text_frame(json.dumps({"type": "subscribed", "ref": 1, "keys": [1]}))
@@ -50,16 +48,16 @@ HANDSHAKE, OPEN, SUBSCRIBED_STATE = range(3)
 
 
 def accept_key(request: bytes) -> bytes | None:
+    """The Sec-WebSocket-Accept for a request head (None: it has no key)."""
     for line in request.split(b"\r\n"):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"sec-websocket-key":
-            return base64.b64encode(hashlib.sha1(value.strip() + GUID).digest())
+            return generate_accept_token(value.strip())
     return None
 
 
 class Bare:
     def __init__(self, a: argparse.Namespace):
-        self.a = a
         self.batches = SyntheticBatches(a.window)
         self.ep = select.epoll()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -155,14 +153,7 @@ class Bare:
         wire = ws_binary_frame(encode_batch(1, self.seq, ts, vals))
         self.seq += 1
         self.published += 1
-        n = 0
-        size = len(wire)
-        for fd in self.fds:
-            try:
-                n += os.write(fd, wire) == size
-            except OSError:
-                pass
-        self.frames_sent += n
+        self.frames_sent += write_all(self.fds, wire)
         self.writes += len(self.fds)
 
     # ---- commands

@@ -45,7 +45,7 @@ from sensorstream.server import gctune
 from sensorstream.server.app import Server
 from sensorstream.server.ws import ws_binary_frame
 
-from .common import CHANNELS, STREAM_ID, SyntheticBatches, stream_id, emit, pin, raise_nofile, self_stats
+from .common import CHANNELS, STREAM_ID, SyntheticBatches, stream_id, emit, pin, raise_nofile, self_stats, write_all
 
 
 class _CloseLog(logging.Handler):
@@ -96,13 +96,8 @@ def _floor_targets(server: Server) -> tuple[bytes, list[int]]:
 
 def _write_round(fds: list[int], wire: bytes) -> tuple[int, float]:
     """`wire` written once to every socket: (whole writes, thread CPU seconds)."""
-    n = 0
     c0 = time.thread_time()
-    for fd in fds:
-        try:
-            n += os.write(fd, wire) == len(wire)
-        except OSError:
-            pass
+    n = write_all(fds, wire)
     return n, time.thread_time() - c0
 
 
@@ -150,16 +145,10 @@ async def paced_floor(server: Server, rate: float, seconds: float) -> dict:
 def _flat_publish(server: Server, fds: list[int], key: int, seq: int, ts, vals) -> None:
     """--flat-fanout: one batch framed once and written to `fds` in a bare loop."""
     wire = ws_binary_frame(encode_batch(key, seq, ts, vals))
-    size = len(wire)
-    n = 0
-    for fd in fds:
-        try:
-            n += os.write(fd, wire) == size
-        except OSError:
-            pass
+    n = write_all(fds, wire)
     st = server.stats
     st.frames_sent_total += n
-    st.bytes_sent_total += n * size
+    st.bytes_sent_total += n * len(wire)
     st.writes_total += len(fds)
 
 

@@ -18,18 +18,16 @@ import argparse
 import json
 import math
 import os
-import resource
 import select
 import subprocess
 import sys
 import time
 
-from .common import REPO, SERVER_CPU, pin
+from .common import REPO, SERVER_CPU, cpu_seconds, pin
 
 
 def _cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    return sum(cpu_seconds())
 
 
 def epoll_loop(rate: float, seconds: float) -> dict:
